@@ -1,0 +1,51 @@
+"""The ``panolam`` command. Each module in this package adds one command (or a group) through
+``register(subparsers)``; :func:`main` discovers them, so adding a command never edits this file.
+Nothing in the library imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from panolam import __version__
+
+
+class UserError(Exception):
+    """An error caused by input the user can fix; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="panolam", description="One unposed photo -> 3D Gaussian full head.")
+    parser.add_argument("--version", action="version", version=f"panolam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as e:
+        # Errors about the user's input get one clear line; set PANOLAM_DEBUG=1 for the traceback.
+        import os
+
+        if os.environ.get("PANOLAM_DEBUG"):
+            raise
+        print(f"panolam {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

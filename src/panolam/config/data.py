@@ -1,0 +1,25 @@
+"""Dataset and generator settings (paper §3.4, App. E; DESIGN §4)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class DataConfig:
+    root: str = "data/synth360"  # dataset directory (manifest + shards)
+    camera_set: str = "360"  # "360" (SphereHead-style) or "front" (EG3D-style)
+    views_per_subject: int = 32
+    image_size: int = 256  # stored render size
+    views_per_step: int = 6  # N_v: one input view + targets
+    fixed_views: bool = False
+    background: float = 1.0  # training background (white)
+    subjects_per_shard: int = 64
+    num_workers: int = 2
+
+
+PRESETS: dict[str, DataConfig] = {
+    "paper": DataConfig(image_size=512, num_workers=8),
+    "default": DataConfig(),
+    "tiny": DataConfig(root="data/tiny", views_per_subject=8, image_size=64, views_per_step=3, subjects_per_shard=4, num_workers=0),
+}

@@ -1,0 +1,64 @@
+"""Network sizes and switches (paper §3, §4.1; DESIGN §2)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    # Image encoder. "dinov2" = transformers Dinov2Model (weights from encoder_weights, a local
+    # directory or file); "vit" = the same architecture built from the fields below, random init.
+    encoder: str = "dinov2"
+    encoder_weights: str | None = None
+    encoder_frozen: bool = True
+    image_size: int = 518  # multiple of the patch size
+    patch_size: int = 14
+    vit_dim: int = 1024
+    vit_depth: int = 24
+    vit_heads: int = 16
+    encoder_layers: tuple[int, ...] = (5, 12, 18, 24)  # 1-based blocks whose patch tokens are fused
+    # Transformer width, heads, depth.
+    c_t: int = 512
+    heads: int = 16
+    point_blocks: int = 8  # L_A
+    triplane_blocks: int = 8  # L_AT
+    mlp_ratio: float = 4.0
+    head_layers: int = 3  # decoder heads are 3-layer MLPs
+    pe_freqs: int = 10  # NeRF positional-encoding frequencies
+    # Template and densification.
+    template: str = "builtin"  # "builtin" or a path to a user-owned FLAME file
+    template_vertices: int = 5023  # target M_C for the built-in template
+    dense_points: int = 10000  # M_D
+    area_threshold: float = 2e-6  # lambda_area (template units of the GAN world frame)
+    # Gaussian heads.
+    offset_coarse: float = 0.15  # eps_OC
+    offset_dense: float = 0.056  # eps_OD
+    scale_max: float = 0.05
+    # Spherical tri-plane branch.
+    triplane_res: int = 64  # H_T = W_T
+    triplane_channels: int = 32  # C_st
+    triplane_layout: str = "spherehead"  # dual spherical tri-planes (DESIGN §2)
+    box_warp: float = 1.0
+    ray_aggregation: bool = True  # False = single-point query (ablation "w/o ST ray agg.")
+    ray_cameras: int = 4  # front, left, right, back
+    ray_samples: int = 32  # K_m per camera
+    ray_interval: float = 0.06  # length of the sampled interval centred on each point
+    coarse_to_fine: bool = True  # False = predict dense Gaussians directly (ablation)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(),
+    "default": ModelConfig(
+        encoder="vit", encoder_frozen=False, image_size=224, vit_dim=192, vit_depth=8, vit_heads=3,
+        encoder_layers=(2, 4, 6, 8), c_t=192, heads=6, point_blocks=3, triplane_blocks=2,
+        template_vertices=2500, dense_points=6000, area_threshold=1e-4, triplane_res=32,
+        triplane_channels=16, ray_samples=8,
+    ),
+    "tiny": ModelConfig(
+        encoder="vit", encoder_frozen=False, image_size=56, vit_dim=32, vit_depth=4, vit_heads=2,
+        encoder_layers=(1, 2, 3, 4), c_t=32, heads=2, point_blocks=1, triplane_blocks=1, head_layers=3,
+        pe_freqs=4, template_vertices=400, dense_points=1000, area_threshold=1e-3, triplane_res=8,
+        triplane_channels=8, ray_samples=4,
+    ),
+}

@@ -1,0 +1,36 @@
+"""Optimisation, losses and logging settings (paper §3.5, §4.1; DESIGN §5)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    steps: int = 20000
+    batch_size: int = 1
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    render_size: int = 128  # supervision render resolution
+    lambda_l1: float = 1.0  # lambda_1
+    lambda_lpips: float = 1.0  # lambda_2
+    lambda_rgb_gauss: float = 1.0  # lambda_3
+    lambda_rgb_st: float = 0.1  # lambda_4
+    lambda_mask: float = 1.0  # lambda_5
+    lambda_st: float = 1e-4  # lambda_6
+    lpips_weights: str | None = None  # local standard-LPIPS file; None = shipped ST-LPIPS
+    checkpoint_every: int = 500
+    log_every: int = 20
+    sample_every: int = 500
+    seed: int = 0
+    mixed_precision: str = "auto"  # "auto" = bf16 where the GPU has it, else fp32
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(out_dir="runs/paper", steps=200000, batch_size=8, render_size=512),
+    "default": TrainConfig(),
+    "tiny": TrainConfig(out_dir="runs/tiny", steps=4, warmup_steps=1, render_size=32, checkpoint_every=2, log_every=1, sample_every=2),
+}
