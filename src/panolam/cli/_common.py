@@ -1,12 +1,11 @@
-"""Helpers shared by the command modules: config flags and device choice."""
+"""Helpers shared by the command modules: config and device flags."""
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-
 from panolam.config import PRESET_NAMES, PanoLAMConfig, get_config
+from panolam.runtime import resolve_device  # noqa: F401  (re-exported for command modules)
 
 
 def add_config_args(p: argparse.ArgumentParser, default: str = "default") -> None:
@@ -22,11 +21,3 @@ def config_from_args(args: argparse.Namespace) -> PanoLAMConfig:
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
-    return dev

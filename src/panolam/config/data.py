@@ -16,6 +16,10 @@ class DataConfig:
     background: float = 1.0  # training background (white)
     subjects_per_shard: int = 64
     num_workers: int = 2
+    generator: str = "procedural"  # registered generator plug-in (panolam.data.generators)
+    seed: int = 0  # base seed of training subjects; held-out subjects use a disjoint range
+    input_effects: bool = True  # photographic effects on the input view (sample["input_image"])
+    shuffle_buffer: int = 8  # subjects held for within-shard shuffling
 
 
 PRESETS: dict[str, DataConfig] = {

@@ -18,6 +18,9 @@ class ModelConfig:
     vit_depth: int = 24
     vit_heads: int = 16
     encoder_layers: tuple[int, ...] = (5, 12, 18, 24)  # 1-based blocks whose patch tokens are fused
+    # Image side the "dinov2" position-embedding table was trained at (official DINOv2: 518 = 37x37
+    # patches); other input sizes interpolate it. Loaded weights must match. "vit" uses image_size.
+    encoder_table_size: int = 518
     # Transformer width, heads, depth.
     c_t: int = 512
     heads: int = 16
@@ -42,6 +45,7 @@ class ModelConfig:
     box_warp: float = 1.0
     ray_aggregation: bool = True  # False = single-point query (ablation "w/o ST ray agg.")
     ray_cameras: int = 4  # front, left, right, back
+    ray_camera_radius: float = 2.7  # distance of the virtual ray cameras from the origin (GAN camera radius)
     ray_samples: int = 32  # K_m per camera
     ray_interval: float = 0.06  # length of the sampled interval centred on each point
     coarse_to_fine: bool = True  # False = predict dense Gaussians directly (ablation)

@@ -22,6 +22,14 @@ class TrainConfig:
     lambda_mask: float = 1.0  # lambda_5
     lambda_st: float = 1e-4  # lambda_6
     lpips_weights: str | None = None  # local standard-LPIPS file; None = shipped ST-LPIPS
+    lpips_net: str = "vgg"  # trunk of the shipped ST-LPIPS used as the loss ("vgg" or "alex"; eval always uses "alex")
+    st_decoder: str | None = None  # frozen tri-plane decoder (.safetensors from `panolam teacher fit`); None = no L_rgb^ST
+    st_samples_coarse: int = 24  # volume-rendering samples per ray for L_rgb^ST
+    st_samples_fine: int = 24
+    st_ray_start: float = 2.25  # ray interval for cameras at radius 2.7 (EG3D/SphereHead)
+    st_ray_end: float = 3.3
+    teacher_steps: int = 2000  # `panolam teacher fit`: optimisation steps per subject batch
+    teacher_lr: float = 1e-2
     checkpoint_every: int = 500
     log_every: int = 20
     sample_every: int = 500
@@ -32,5 +40,6 @@ class TrainConfig:
 PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(out_dir="runs/paper", steps=200000, batch_size=8, render_size=512),
     "default": TrainConfig(),
-    "tiny": TrainConfig(out_dir="runs/tiny", steps=4, warmup_steps=1, render_size=32, checkpoint_every=2, log_every=1, sample_every=2),
+    "tiny": TrainConfig(out_dir="runs/tiny", steps=4, warmup_steps=1, render_size=32, checkpoint_every=2, log_every=1, sample_every=2,
+                        lpips_net="alex", st_samples_coarse=6, st_samples_fine=6, teacher_steps=20),
 }

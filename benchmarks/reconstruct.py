@@ -1,0 +1,156 @@
+"""Benchmark one PanoLAM forward pass (the "reconstruction time" of paper Table 3): parameter count,
+build time, median forward time and peak memory for each preset, each in its own subprocess so the
+peak-RSS figure belongs to that preset alone. Prints a Markdown table; ``--write`` puts it into
+BENCHMARKS.md between the ``<!-- reconstruct:start -->`` / ``<!-- reconstruct:end -->`` markers
+(appended if the markers are absent). Times are of the network only (random weights; no
+preprocessing, rendering or export). Default presets: ``default``, plus ``paper`` when CUDA exists.
+
+    python benchmarks/reconstruct.py [--presets default paper] [--device cpu|cuda] [--repeats 5] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- reconstruct:start -->", "<!-- reconstruct:end -->"
+
+
+def measure(preset: str, device: str, repeats: int, overrides: list[str]) -> dict:
+    """Build ``preset`` and time ``repeats`` forwards of one image after one warm-up forward."""
+    import resource
+
+    import torch
+
+    from panolam.config import get_config
+    from panolam.model.panolam import PanoLAM
+
+    cfg = get_config(preset, overrides).model
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # random-init DINOv2 warning: expected here
+        model = PanoLAM(cfg).to(device).eval()
+    build_s = time.perf_counter() - t0
+    images = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=device)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    times, cpu_times = [], []
+    with torch.inference_mode():
+        model(images)
+        sync()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(repeats):
+            t0, c0 = time.perf_counter(), time.process_time()
+            model(images)
+            sync()
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+    times.sort()
+    cpu_times.sort()
+    result = {
+        "preset": preset, "overrides": overrides, "device": device, "params": model.num_parameters(),
+        "weights_mb": model.num_parameters() * 4 / 2**20, "build_s": build_s, "forward_s": times[len(times) // 2],
+        "forward_cpu_s": cpu_times[len(cpu_times) // 2], "threads": torch.get_num_threads(),
+        "dense_points": model.num_dense, "image_size": cfg.image_size,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if device.startswith("cuda"):
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(0)} (CUDA)"
+    return f"CPU, {os.cpu_count()} cores ({platform.machine()})"
+
+
+def run_child(preset: str, device: str, repeats: int, overrides: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    cmd = [sys.executable, __file__, "--_child", preset, "--device", device, "--repeats", str(repeats), "--_out", str(out)]
+    cmd += [a for o in overrides for a in ("--set", o)]
+    subprocess.run(cmd, check=True)
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result
+
+
+def table(rows: list[dict], note: str) -> str:
+    lines = [
+        "| preset | device | params | weights (MB fp32) | M_D | image | forward (median) | CPU time / threads | build | peak RSS | peak CUDA |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        name = r["preset"] + (f" ({', '.join(r['overrides'])})" if r["overrides"] else "")
+        cuda = f"{r['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in r else "-"
+        lines.append(
+            f"| {name} | {r['machine']} | {r['params'] / 1e6:.2f} M | {r['weights_mb']:.0f} | {r['dense_points']} | "
+            f"{r['image_size']} | {r['forward_s'] * 1000:.0f} ms | {r['forward_cpu_s']:.2f} s / {r['threads']} | {r['build_s']:.1f} s | {r['peak_rss_mb']:.0f} MB | {cuda} |"
+        )
+    return "\n".join(lines) + f"\n\n{note}\n"
+
+
+def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    body = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{START}\n## Reconstruction (network forward)\n\n{text}{END}"
+    if START in body and END in body:
+        body = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, body, flags=re.S)
+    else:
+        body = body.rstrip("\n") + "\n\n" + section + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(body)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--presets", nargs="+", default=None, help="presets to time (default: default [+ paper on CUDA])")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--set", action="append", default=[], metavar="section.field=value", help="config override")
+    ap.add_argument("--note", default="", help="free text saved under the table (e.g. 'machine shared with other jobs')")
+    ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    ap.add_argument("--_child", help=argparse.SUPPRESS)
+    ap.add_argument("--_out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args._child:
+        result = measure(args._child, device, args.repeats, args.set)
+        result["machine"] = machine(device)
+        Path(args._out).write_text(json.dumps(result))
+        return
+    presets = args.presets or (["default", "paper"] if device.startswith("cuda") else ["default"])
+    rows = [run_child(p, device, args.repeats, args.set) for p in presets]
+    note = (
+        f"One image, batch 1, random weights, fp32, torch {torch.__version__}; median of {args.repeats} forwards "
+        "after one warm-up; each preset in its own process. 'CPU time' is the process CPU time of one forward "
+        "summed over threads: on a shared machine, wall time is about CPU time / threads when the cores are free. "
+        f"{args.note}"
+    ).strip()
+    text = table(rows, note)
+    print(text)
+    if args.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()

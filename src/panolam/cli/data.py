@@ -1,0 +1,95 @@
+"""``panolam data {synth,label,info}``: make a multi-view head dataset, label it, summarise it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from panolam.cli import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="make, label and inspect multi-view head datasets")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+
+    s = dsub.add_parser("synth", help="generate (or resume) a procedural multi-view dataset")
+    s.add_argument("--out", required=True, help="dataset directory")
+    s.add_argument("--set", dest="camera_set", choices=("360", "front"), default="360", help="camera law (paper App. E)")
+    s.add_argument("--subjects", type=int, required=True, help="training subjects")
+    s.add_argument("--test-subjects", type=int, default=0, help="held-out subjects (disjoint seed range)")
+    s.add_argument("--views", type=int, default=32)
+    s.add_argument("--size", type=int, default=256)
+    s.add_argument("--seed", type=int, default=0, help="base seed of the training subjects")
+    s.add_argument("--shard", default="0/1", metavar="I/N", help="this process writes shard group I of N")
+    s.add_argument("--subjects-per-shard", type=int, default=64)
+    s.add_argument("--generator", default="procedural", help="registered generator plug-in")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=run_synth)
+
+    lab = dsub.add_parser("label", help="open the labelling web page (accept/reject subjects)")
+    lab.add_argument("root", help="dataset directory")
+    lab.add_argument("--port", type=int, default=7861)
+    lab.add_argument("--host", default="127.0.0.1")
+    lab.add_argument("--labeller", default="default", help="your name; decisions go to labels/<name>.json")
+    lab.set_defaults(func=run_label)
+
+    info = dsub.add_parser("info", help="print counts, splits and labels of a dataset")
+    info.add_argument("root", help="dataset directory")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=run_info)
+    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: expected I/N, e.g. 0/4") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from panolam.data.generators import get_generator
+    from panolam.data.synth import SynthSettings, generate_dataset
+
+    if args.subjects < 0 or args.test_subjects < 0:
+        raise UserError("--subjects and --test-subjects must be >= 0")
+    i, n = _parse_shard(args.shard)
+    settings = SynthSettings(camera_set=args.camera_set, views=args.views, size=args.size, seed=args.seed, subjects_per_shard=args.subjects_per_shard)
+    result = generate_dataset(args.out, get_generator(args.generator), settings, args.subjects, args.test_subjects, i, n, progress=not args.no_progress)
+    print(f"{args.out}: wrote {result['written']} subjects, {result['skipped']} already done (shard group {i}/{n})")
+    return 0
+
+
+def run_label(args: argparse.Namespace) -> int:
+    from panolam.data.label_app import launch
+
+    launch(args.root, labeller=args.labeller, host=args.host, port=args.port)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from panolam.data.labels import read_labels
+    from panolam.data.manifest import load_manifest
+
+    m = load_manifest(args.root)
+    labels = read_labels(args.root)
+    counts = m.counts()
+    label_counts = {split: {"accepted": 0, "rejected": 0, "unlabelled": 0} for split in counts}
+    for split in counts:
+        for s in m.subjects(split):
+            key = {"accept": "accepted", "reject": "rejected"}.get(labels.get(s, ""), "unlabelled")
+            label_counts[split][key] += 1
+    h = m.header
+    if args.json:
+        print(json.dumps({"header": h, "counts": counts, "labels": label_counts, "shards": len(m.shards)}, indent=1))
+        return 0
+    print(f"{m.root}: format v{h['format_version']}, generator {h['generator']}, camera set {h['camera_set']}, "
+          f"{h['views']} views at {h['size']}x{h['size']}, {len(m.shards)} complete shards")
+    for split, c in counts.items():
+        lc = label_counts[split]
+        planned = h.get("planned", {}).get(split, c)
+        print(f"  {split}: {c}/{planned} subjects, {lc['accepted']} accepted, {lc['rejected']} rejected, {lc['unlabelled']} unlabelled")
+    return 0

@@ -1,0 +1,235 @@
+"""Image encoder (paper eq. 1, DESIGN §2): a DINOv2 ViT whose patch tokens from several depths are
+concatenated on channels and fused by an MLP into the image tokens F_I of width C_t.
+
+Two kinds, both the transformers ``Dinov2Model`` class so that code paths and memory behaviour match:
+``encoder="dinov2"`` is the real backbone (paper: ViT-L/14, frozen), with weights read ONLY from a
+local path given by ``encoder_weights`` — a Hugging Face directory (``config.json`` +
+``model.safetensors``) or an official ``dinov2_vit*14_pretrain.pth`` file, whose keys are mapped to
+the transformers layout here. Nothing is ever fetched from a hub; without weights the backbone is
+randomly initialised and a warning says so. ``encoder="vit"`` builds the same class at the small
+sizes of the config, randomly initialised and trainable (the CPU presets). Images come in as
+(B, 3, H, W) in [0, 1]; they are resized to ``image_size`` and ImageNet-normalised inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from panolam.config.model import ModelConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EncoderWeightsError(ValueError):
+    """The encoder weights at ``encoder_weights`` are missing, unreadable or do not fit the config."""
+
+
+def _dinov2_config(cfg: ModelConfig, table_size: int):
+    from transformers import Dinov2Config
+
+    return Dinov2Config(
+        hidden_size=cfg.vit_dim, num_hidden_layers=cfg.vit_depth, num_attention_heads=cfg.vit_heads,
+        patch_size=cfg.patch_size, image_size=table_size, mlp_ratio=4,
+    )
+
+
+def official_dinov2_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map an official DINOv2 ``*_pretrain.pth`` state dict to the transformers ``Dinov2Model`` layout.
+
+    The official blocks fuse q, k, v into one ``attn.qkv`` matrix (rows ordered q, k, v); transformers
+    keeps three projections, so the matrix is split in thirds. SwiGLU (ViT-g) checkpoints are refused.
+    """
+    if any(".mlp.w12." in k for k in state):
+        raise EncoderWeightsError("SwiGLU DINOv2 checkpoints (ViT-g) are not supported; use ViT-S/B/L/14")
+    top = {
+        "cls_token": "embeddings.cls_token", "mask_token": "embeddings.mask_token",
+        "pos_embed": "embeddings.position_embeddings",
+        "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
+        "patch_embed.proj.bias": "embeddings.patch_embeddings.projection.bias",
+        "norm.weight": "layernorm.weight", "norm.bias": "layernorm.bias",
+    }
+    block = {
+        "norm1": "norm1", "norm2": "norm2", "attn.proj": "attention.o_proj", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
+    }
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key in top:
+            out[top[key]] = value.reshape(1, -1) if key == "mask_token" else value
+            continue
+        parts = key.split(".")
+        if parts[0] != "blocks":
+            raise EncoderWeightsError(f"unexpected key {key!r} in official DINOv2 checkpoint")
+        prefix, rest = f"encoder.layer.{parts[1]}.", ".".join(parts[2:])
+        if rest.startswith("attn.qkv."):
+            for name, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[prefix + f"attention.{name}.{parts[-1]}"] = chunk.contiguous()
+        elif rest in ("ls1.gamma", "ls2.gamma"):
+            out[prefix + f"layer_scale{rest[2]}.lambda1"] = value
+        else:
+            module, leaf = rest.rsplit(".", 1)
+            if module not in block:
+                raise EncoderWeightsError(f"unexpected key {key!r} in official DINOv2 checkpoint")
+            out[prefix + f"{block[module]}.{leaf}"] = value
+    return out
+
+
+def _skip_random_init():
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # other transformers versions: initialise normally (slower, same result)
+        return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def _load_official_pth(path: Path, cfg: ModelConfig):
+    from transformers import Dinov2Model
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise EncoderWeightsError(f"cannot read DINOv2 weights {path}: {exc}") from exc
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or "pos_embed" not in state:
+        raise EncoderWeightsError(f"{path} is not an official DINOv2 state dict (no 'pos_embed' entry)")
+    state = official_dinov2_to_hf(state)
+    side = int(round((state["embeddings.position_embeddings"].shape[1] - 1) ** 0.5)) * cfg.patch_size
+    _check_table(side, cfg, path)
+    with _skip_random_init():  # every weight is overwritten just below; ViT-L init alone takes ~20 s on CPU
+        model = Dinov2Model._from_config(_dinov2_config(cfg, side), attn_implementation="sdpa")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise EncoderWeightsError(
+            f"DINOv2 weights {path} do not fit vit_dim={cfg.vit_dim}, vit_depth={cfg.vit_depth}: "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    return model
+
+
+def _check_table(side: int, cfg: ModelConfig, path: Path) -> None:
+    if side != cfg.encoder_table_size:
+        raise EncoderWeightsError(
+            f"DINOv2 weights {path} have a position table for {side} px images but model.encoder_table_size is "
+            f"{cfg.encoder_table_size}; set model.encoder_table_size={side}"
+        )
+
+
+def _load_hf_dir(path: Path, cfg: ModelConfig):
+    from transformers import Dinov2Model
+
+    if not (path / "config.json").is_file():
+        raise EncoderWeightsError(f"{path} is not a Hugging Face DINOv2 directory: config.json is missing")
+    try:
+        model = Dinov2Model.from_pretrained(str(path), local_files_only=True, attn_implementation="sdpa")
+    except Exception as exc:  # noqa: BLE001 - report any loader failure with the path
+        raise EncoderWeightsError(f"cannot load DINOv2 weights from {path}: {exc}") from exc
+    got = (model.config.hidden_size, model.config.num_hidden_layers, model.config.patch_size)
+    want = (cfg.vit_dim, cfg.vit_depth, cfg.patch_size)
+    if got != want:
+        raise EncoderWeightsError(
+            f"DINOv2 weights in {path} have (hidden_size, layers, patch) = {got} but the config asks for {want}; "
+            "set model.vit_dim / model.vit_depth / model.vit_heads to match"
+        )
+    _check_table(model.config.image_size, cfg, path)
+    return model
+
+
+def build_backbone(cfg: ModelConfig, load_weights: bool = True):
+    """The transformers Dinov2Model for ``cfg``: from local weights, or randomly initialised."""
+    from transformers import Dinov2Model
+
+    if cfg.encoder == "vit":
+        return Dinov2Model._from_config(_dinov2_config(cfg, cfg.image_size), attn_implementation="sdpa")
+    if cfg.encoder != "dinov2":
+        raise ValueError(f"model.encoder must be 'dinov2' or 'vit', got {cfg.encoder!r}")
+    if cfg.encoder_weights and load_weights:
+        path = Path(cfg.encoder_weights).expanduser()
+        if not path.exists():
+            raise EncoderWeightsError(
+                f"DINOv2 weights not found at {path}: give a local Hugging Face directory (config.json + "
+                "model.safetensors, e.g. a copy of facebook/dinov2-large) or an official dinov2_vitl14_pretrain.pth"
+            )
+        return _load_hf_dir(path, cfg) if path.is_dir() else _load_official_pth(path, cfg)
+    if load_weights:
+        warnings.warn(
+            "PanoLAM image encoder 'dinov2' has NO pretrained weights (model.encoder_weights is unset): it is "
+            "RANDOMLY INITIALISED. Set model.encoder_weights to a local DINOv2 directory or .pth file for real use.",
+            UserWarning, stacklevel=3,
+        )
+    return Dinov2Model._from_config(_dinov2_config(cfg, cfg.encoder_table_size), attn_implementation="sdpa")
+
+
+class ImageEncoder(nn.Module):
+    """Images (B, 3, H, W) in [0, 1] -> image tokens F_I (B, N_patches, C_t)."""
+
+    def __init__(self, cfg: ModelConfig, load_weights: bool = True) -> None:
+        super().__init__()
+        if cfg.image_size % cfg.patch_size:
+            raise ValueError(f"model.image_size={cfg.image_size} must be a multiple of patch_size={cfg.patch_size}")
+        bad = [i for i in cfg.encoder_layers if not 1 <= i <= cfg.vit_depth]
+        if bad or not cfg.encoder_layers:
+            raise ValueError(f"model.encoder_layers={cfg.encoder_layers} must be 1-based block indices in 1..{cfg.vit_depth}")
+        self.image_size = cfg.image_size
+        self.layers = tuple(cfg.encoder_layers)
+        self.frozen = cfg.encoder_frozen
+        # True when the backbone weights came from a local file: a frozen one then need not be saved.
+        self.pretrained = cfg.encoder == "dinov2" and bool(cfg.encoder_weights) and load_weights
+        self.backbone = build_backbone(cfg, load_weights)
+        self._drop_unused(max(self.layers))
+        dim = self.backbone.config.hidden_size
+        self.skip_tokens = 1 + int(getattr(self.backbone.config, "num_register_tokens", 0) or 0)
+        self.fuse = nn.Sequential(
+            nn.Linear(dim * len(self.layers), cfg.c_t), nn.GELU(), nn.Linear(cfg.c_t, cfg.c_t), nn.LayerNorm(cfg.c_t)
+        )
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if self.frozen:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    def _drop_unused(self, last_block: int) -> None:
+        """Cut blocks after the deepest fused one (never read) and freeze the mask token (never used:
+        no masked pre-training here), so every trainable parameter does get a gradient."""
+        self.backbone.encoder.layer = self.backbone.encoder.layer[:last_block]
+        self.backbone.embeddings.mask_token.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        super().train(mode)
+        if self.frozen:  # a frozen backbone stays in eval mode (no dropout / drop-path) while training
+            self.backbone.eval()
+        return self
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W) in [0, 1], got shape {tuple(images.shape)}")
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            images = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=True)
+        return (images - self.mean) / self.std
+
+    def backbone_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of the chosen blocks, concatenated on channels: (B, N_patches, D·len(layers)).
+
+        Each block output passes the backbone's final LayerNorm first, as DINOv2's own
+        ``get_intermediate_layers(norm=True)`` does: the raw residual stream has a few huge channels.
+        """
+        out = self.backbone(pixel_values=pixels, output_hidden_states=True)
+        # hidden_states[0] is the embedding output, hidden_states[i] the output of block i (1-based).
+        norm = self.backbone.layernorm
+        return torch.cat([norm(out.hidden_states[i][:, self.skip_tokens:]) for i in self.layers], dim=-1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = self.preprocess(images)
+        if self.frozen:
+            with torch.no_grad():
+                feats = self.backbone_features(pixels)
+        else:
+            feats = self.backbone_features(pixels)
+        return self.fuse(feats)

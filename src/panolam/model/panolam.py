@@ -1,0 +1,118 @@
+"""The PanoLAM network (paper §3, DESIGN §2): one unposed image -> coarse and dense 3D Gaussians and
+the predicted spherical tri-planes, in one forward pass.
+
+Data flow: image encoder -> F_I; point branch over the M_C template vertices -> point features
+F_P and coarse Gaussians at p = V + O (|O| ≤ ε_OC); network-free densification with the sparse
+barycentric matrix W (M_D × M_C): P_D = W·p, F_D = W·F_P; tri-plane branch -> planes, queried along
+virtual-camera rays through every P_D -> F_T; dense head on concat(F_D, F_T) -> dense Gaussians at
+P_D + O_D (|O_D| ≤ ε_OD).
+
+The template and W are derived at construction from ``cfg.template`` (never saved: a FLAME-derived
+file is never written), held as non-persistent buffers. Ablation switches:
+``ray_aggregation=False`` queries the tri-planes at the point only; ``coarse_to_fine=False``
+("w/o C2F") drops the coarse stage: the point branch runs directly over the M_D densified template
+points (their own γ encodings), and the dense head — with the coarse bound ε_OC, since these points
+must now make the whole deformation — decodes Gaussians at W·V + O; ``coarse`` is then ``None``.
+The network never renders and never reads datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from panolam.config.model import ModelConfig
+from panolam.gaussians.container import Gaussians
+from panolam.geometry.densify import build_densification, densify
+from panolam.geometry.template import load_template
+from panolam.model.encoder import ImageEncoder
+from panolam.model.heads import GaussianHead, GaussianParams
+from panolam.model.point_branch import PointBranch
+from panolam.model.triplane_branch import TriplaneBranch
+
+
+@dataclasses.dataclass
+class PanoLAMOutput:
+    """Network output for a batch of B images."""
+
+    coarse: Gaussians | None  # (B, M_C) Gaussians; None when coarse_to_fine=False
+    dense: Gaussians  # (B, M_D) Gaussians: the reconstructed head
+    planes: torch.Tensor  # (B, 6, C_st, H_T, W_T) predicted spherical tri-planes
+
+
+def _gaussians(positions: torch.Tensor, params: GaussianParams) -> Gaussians:
+    return Gaussians(means=positions + params.offsets, quats=params.quats, scales=params.scales,
+                     opacities=params.opacities, colors=params.colors)
+
+
+def mean_edge_length(vertices: torch.Tensor, faces: torch.Tensor) -> float:
+    v = vertices[faces]
+    edges = torch.stack([v[:, 1] - v[:, 0], v[:, 2] - v[:, 1], v[:, 0] - v[:, 2]], dim=1)
+    return float(edges.norm(dim=-1).mean())
+
+
+class PanoLAM(nn.Module):
+    """``PanoLAM(cfg.model)(images (B, 3, H, W) in [0, 1]) -> PanoLAMOutput``.
+
+    ``load_encoder_weights=False`` skips reading ``cfg.encoder_weights`` (used by ``load_model``,
+    whose checkpoint already holds every weight).
+    """
+
+    def __init__(self, cfg: ModelConfig, load_encoder_weights: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        template = load_template(cfg.template, cfg.template_vertices)
+        verts = template.vertices.float()
+        W = build_densification(verts, template.faces, cfg.area_threshold, cfg.dense_points).float().coalesce()
+        self.register_buffer("template_vertices", verts, persistent=False)
+        self.register_buffer("densify_matrix", W, persistent=False)
+        self.num_coarse, self.num_dense = verts.shape[0], W.shape[0]
+        edge = mean_edge_length(verts, template.faces)
+        dense_scale = edge * (self.num_coarse / self.num_dense) ** 0.5  # spacing shrinks as sqrt of the count
+
+        self.encoder = ImageEncoder(cfg, load_encoder_weights)
+        self.point_branch = PointBranch(cfg, init_scale=edge, with_head=cfg.coarse_to_fine)
+        self.triplane_branch = TriplaneBranch(cfg)
+        if not cfg.coarse_to_fine:
+            self.register_buffer("dense_template", densify(W, verts), persistent=False)
+        dense_offset = cfg.offset_dense if cfg.coarse_to_fine else cfg.offset_coarse
+        self.dense_head = GaussianHead(2 * cfg.c_t, cfg.c_t, dense_offset, cfg.scale_max, dense_scale, cfg.head_layers)
+
+    def forward(self, images: torch.Tensor) -> PanoLAMOutput:
+        tokens = self.encoder(images)
+        b = tokens.shape[0]
+        planes = self.triplane_branch.planes(tokens)
+        if self.cfg.coarse_to_fine:
+            verts = self.template_vertices.unsqueeze(0).expand(b, -1, -1)
+            feats, coarse_params = self.point_branch(verts, tokens)
+            coarse = _gaussians(verts, coarse_params)
+            dense_points = densify(self.densify_matrix, coarse.means)
+            dense_feats = densify(self.densify_matrix, feats)
+        else:
+            coarse = None
+            dense_points = self.dense_template.unsqueeze(0).expand(b, -1, -1)
+            dense_feats = self.point_branch.features(dense_points, tokens)
+        triplane_feats = self.triplane_branch.aggregate(planes, dense_points)
+        dense = _gaussians(dense_points, self.dense_head(torch.cat([dense_feats, triplane_feats], dim=-1)))
+        return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes)
+
+    @property
+    def encoder_is_frozen_pretrained(self) -> bool:
+        """Whether the backbone is frozen and was read from ``cfg.encoder_weights`` (checkpoints may skip it)."""
+        return self.encoder.frozen and self.encoder.pretrained
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def param_summary(self) -> dict[str, dict[str, int]]:
+        """Per top-level submodule: ``{"total": n, "trainable": n}``."""
+        summary = {}
+        for name, module in self.named_children():
+            params = list(module.parameters())
+            summary[name] = {
+                "total": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad),
+            }
+        return summary

@@ -1,0 +1,284 @@
+"""Numba kernels for the CPU rasteriser: tile binning, front-to-back blend and its hand-written backward.
+
+The projection stays in torch (see ``_project``); :func:`blend_numba` wraps the kernels in a
+``torch.autograd.Function`` whose inputs are the screen-space quantities (2D means, conics,
+opacities, per-camera features = RGB + depth). Each camera's image is cut into 16×16 tiles;
+every visible Gaussian is listed, in front-to-back order, in each tile its opacity-aware box
+touches. The forward blends each pixel over its tile's list (``prange`` over tiles, so both cores
+work) and saves the final transmittance and the end of the list it used. The backward walks the
+same list back to front (3DGS-style: T is recovered by dividing by 1-α) and writes per-intersection
+gradient rows, so no two threads ever write the same memory; a serial pass then sums the rows per
+Gaussian in a fixed order (deterministic). Kernels run in float64 whatever the input dtype, which
+also makes ``gradcheck`` possible on this path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from panolam.render._project import ALPHA_THRESHOLD, Projected
+
+TILE = 16
+T_MIN = 1e-4
+MAX_ALPHA = 0.999
+N_GRAD = 10  # d/d(mx, my, conic a, b, c, opacity, 4 features)
+
+
+@njit(cache=True)
+def _bin_gaussians(means2d, radii, order, n_valid, width, height, tile):
+    """CSR lists of Gaussian ids per (camera, tile), each list in front-to-back order."""
+    C = means2d.shape[0]
+    ntx = (width + tile - 1) // tile
+    nty = (height + tile - 1) // tile
+    n_tiles = C * ntx * nty
+    counts = np.zeros(n_tiles + 1, np.int64)
+    boxes = np.zeros((C, means2d.shape[1], 4), np.int64)
+    for c in range(C):
+        for k in range(n_valid[c]):
+            g = order[c, k]
+            # Pixels whose centre (i + 0.5) lies inside [m - r, m + r], clipped to the image.
+            x0 = int(max(0.0, math.ceil(means2d[c, g, 0] - radii[c, g, 0] - 0.5)))
+            x1 = int(min(width - 1.0, math.floor(means2d[c, g, 0] + radii[c, g, 0] - 0.5)))
+            y0 = int(max(0.0, math.ceil(means2d[c, g, 1] - radii[c, g, 1] - 0.5)))
+            y1 = int(min(height - 1.0, math.floor(means2d[c, g, 1] + radii[c, g, 1] - 0.5)))
+            if x1 < x0 or y1 < y0:
+                boxes[c, k, 0] = 1
+                boxes[c, k, 1] = 0
+                continue
+            boxes[c, k, 0], boxes[c, k, 1] = x0 // tile, x1 // tile
+            boxes[c, k, 2], boxes[c, k, 3] = y0 // tile, y1 // tile
+            for ty in range(boxes[c, k, 2], boxes[c, k, 3] + 1):
+                for tx in range(boxes[c, k, 0], boxes[c, k, 1] + 1):
+                    counts[1 + (c * nty + ty) * ntx + tx] += 1
+    offsets = np.cumsum(counts)
+    fill = offsets[:-1].copy()
+    ids = np.empty(offsets[-1], np.int64)
+    for c in range(C):
+        for k in range(n_valid[c]):
+            g = order[c, k]
+            for ty in range(boxes[c, k, 2], boxes[c, k, 3] + 1):
+                for tx in range(boxes[c, k, 0], boxes[c, k, 1] + 1):
+                    t = (c * nty + ty) * ntx + tx
+                    ids[fill[t]] = g
+                    fill[t] += 1
+    return offsets, ids
+
+
+@njit(cache=True, inline="always")
+def _gather(c, ids, start, end, means2d, conics, opac, feats):
+    """Copy one tile's Gaussians into a contiguous (n, 11) block: mx my a b c o log(255·o) f0..f3."""
+    n = end - start
+    nf = feats.shape[2]
+    buf = np.empty((n, 7 + nf))
+    for j in range(n):
+        g = ids[start + j]
+        buf[j, 0], buf[j, 1] = means2d[c, g, 0], means2d[c, g, 1]
+        buf[j, 2], buf[j, 3], buf[j, 4] = conics[c, g, 0], conics[c, g, 1], conics[c, g, 2]
+        buf[j, 5] = opac[c, g]
+        # α ≥ 1/255  ⇔  σ ≤ ln(255·o): test σ before paying for exp().
+        buf[j, 6] = math.log(opac[c, g] / ALPHA_THRESHOLD) if opac[c, g] > 0 else -1.0
+        for f in range(nf):
+            buf[j, 7 + f] = feats[c, g, f]
+    return buf
+
+
+@njit(cache=True, inline="always")
+def _row_range(buf, j, y_begin, y_end):
+    """Tile rows [r0, r1] that can hold pixel centres with σ ≤ ln(255·o) (one row of slack)."""
+    a, b, c, thr = buf[j, 2], buf[j, 3], buf[j, 4], buf[j, 6]
+    det = a * c - b * b
+    if thr < 0.0 or a <= 0.0 or det <= 0.0:
+        return 0, -1
+    ry = math.sqrt(2.0 * thr * a / det)  # half-height of the ellipse dᵀ Q d = 2·thr
+    my = buf[j, 1] - 0.5
+    return int(max(float(y_begin), math.floor(my - ry))), int(min(y_end - 1.0, math.ceil(my + ry)))
+
+
+@njit(cache=True, inline="always")
+def _col_range(buf, j, dy, x_begin, x_end):
+    """Columns [c0, c1] of one row where σ ≤ ln(255·o) can hold (one column of slack)."""
+    a, b, c, thr = buf[j, 2], buf[j, 3], buf[j, 4], buf[j, 6]
+    bdy = b * dy
+    disc = bdy * bdy - a * (c * dy * dy - 2.0 * thr)
+    if disc < 0.0:
+        return 0, -1
+    sq = math.sqrt(disc)
+    mx = buf[j, 0] - 0.5
+    c0 = max(float(x_begin), math.floor(mx - (sq - bdy) / a))
+    c1 = min(x_end - 1.0, math.ceil(mx + (sq + bdy) / a))
+    return int(c0), int(c1)
+
+
+@njit(parallel=True, cache=True)
+def _forward(offsets, ids, means2d, conics, opac, feats, width, height, tile):
+    """Front-to-back blend. Inside a tile the loop runs over Gaussians (in depth order) and, per row,
+    only over the columns their α ≥ 1/255 ellipse can reach, instead of testing every Gaussian at
+    every pixel; each pixel still sees exactly its Gaussians in depth order, so the result is the
+    per-pixel rule."""
+    C, nf = means2d.shape[0], feats.shape[2]
+    ntx = (width + tile - 1) // tile
+    nty = (height + tile - 1) // tile
+    out = np.zeros((C, height, width, nf))
+    t_final = np.ones((C, height, width))
+    last = np.zeros((C, height, width), np.int64)
+    for t in prange(C * ntx * nty):
+        c = t // (ntx * nty)
+        y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
+        y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
+        start, end = offsets[t], offsets[t + 1]
+        if end == start:
+            continue
+        buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
+        trans = np.ones((tile, tile))
+        acc = np.zeros((tile, tile, nf))
+        done = np.zeros((tile, tile), np.bool_)
+        stop = np.zeros((tile, tile), np.int64)
+        n_open = (y1 - y0) * (x1 - x0)
+        for j in range(end - start):
+            if n_open == 0:
+                break
+            r0, r1 = _row_range(buf, j, y0, y1)
+            for py in range(r0, r1 + 1):
+                dy = buf[j, 1] - (py + 0.5)
+                c0, c1 = _col_range(buf, j, dy, x0, x1)
+                for px in range(c0, c1 + 1):
+                    ly, lx = py - y0, px - x0
+                    if done[ly, lx]:
+                        continue
+                    dx = buf[j, 0] - (px + 0.5)
+                    sigma = 0.5 * (buf[j, 2] * dx * dx + buf[j, 4] * dy * dy) + buf[j, 3] * dx * dy
+                    if sigma < 0.0 or sigma > buf[j, 6]:
+                        continue
+                    alpha = min(MAX_ALPHA, buf[j, 5] * math.exp(-sigma))
+                    if alpha < ALPHA_THRESHOLD:
+                        continue
+                    T = trans[ly, lx]
+                    next_t = T * (1.0 - alpha)
+                    if next_t <= T_MIN:
+                        done[ly, lx] = True
+                        n_open -= 1
+                        continue
+                    w = alpha * T
+                    for f in range(nf):
+                        acc[ly, lx, f] += w * buf[j, 7 + f]
+                    trans[ly, lx] = next_t
+                    stop[ly, lx] = j + 1
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                for f in range(nf):
+                    out[c, py, px, f] = acc[py - y0, px - x0, f]
+                t_final[c, py, px] = trans[py - y0, px - x0]
+                last[c, py, px] = stop[py - y0, px - x0]
+    return out, t_final, last
+
+
+@njit(parallel=True, cache=True)
+def _backward(offsets, ids, means2d, conics, opac, feats, width, height, tile, t_final, last, g_feat, g_alpha):
+    """Per-intersection gradient rows (K, 10); Gaussians are visited back to front with the same
+    row/column spans as the forward, each pixel only for the Gaussians it blended."""
+    C, nf = means2d.shape[0], feats.shape[2]
+    ntx = (width + tile - 1) // tile
+    nty = (height + tile - 1) // tile
+    rows = np.zeros((ids.shape[0], 6 + nf))
+    for t in prange(C * ntx * nty):
+        c = t // (ntx * nty)
+        y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
+        y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
+        start, end = offsets[t], offsets[t + 1]
+        if end == start:
+            continue
+        buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
+        trans = np.empty((tile, tile))
+        for py in range(y0, y1):
+            for px in range(x0, x1):
+                trans[py - y0, px - x0] = t_final[c, py, px]
+        behind = np.zeros((tile, tile, nf))
+        for j in range(end - start - 1, -1, -1):
+            r = start + j
+            r0, r1 = _row_range(buf, j, y0, y1)
+            for py in range(r0, r1 + 1):
+                dy = buf[j, 1] - (py + 0.5)
+                c0, c1 = _col_range(buf, j, dy, x0, x1)
+                for px in range(c0, c1 + 1):
+                    if j >= last[c, py, px]:
+                        continue
+                    ly, lx = py - y0, px - x0
+                    dx = buf[j, 0] - (px + 0.5)
+                    sigma = 0.5 * (buf[j, 2] * dx * dx + buf[j, 4] * dy * dy) + buf[j, 3] * dx * dy
+                    if sigma < 0.0 or sigma > buf[j, 6]:
+                        continue
+                    gauss = math.exp(-sigma)
+                    raw = buf[j, 5] * gauss
+                    alpha = min(MAX_ALPHA, raw)
+                    if alpha < ALPHA_THRESHOLD:
+                        continue
+                    one_m = 1.0 - alpha
+                    T = trans[ly, lx] / one_m  # transmittance in front of Gaussian j
+                    trans[ly, lx] = T
+                    w = alpha * T
+                    # dL/dα: own colour minus what it hides behind it, plus the silhouette term.
+                    d_alpha = g_alpha[c, py, px] * t_final[c, py, px] / one_m
+                    for f in range(nf):
+                        gf = g_feat[c, py, px, f]
+                        rows[r, 6 + f] += gf * w
+                        d_alpha += gf * (buf[j, 7 + f] * T - behind[ly, lx, f] / one_m)
+                        behind[ly, lx, f] += buf[j, 7 + f] * w
+                    if raw >= MAX_ALPHA:
+                        continue  # clamped: α does not depend on the Gaussian's parameters
+                    rows[r, 5] += d_alpha * gauss
+                    d_sigma = -d_alpha * raw
+                    rows[r, 0] += d_sigma * (buf[j, 2] * dx + buf[j, 3] * dy)
+                    rows[r, 1] += d_sigma * (buf[j, 4] * dy + buf[j, 3] * dx)
+                    rows[r, 2] += d_sigma * 0.5 * dx * dx
+                    rows[r, 3] += d_sigma * dx * dy
+                    rows[r, 4] += d_sigma * 0.5 * dy * dy
+    return rows
+
+
+@njit(cache=True)
+def _reduce_rows(rows, offsets, ids, C, n, tiles_per_cam):
+    """Sum per-intersection rows into per-(camera, Gaussian) gradients, in a fixed order."""
+    out = np.zeros((C, n, rows.shape[1]))
+    for t in range(offsets.shape[0] - 1):
+        c = t // tiles_per_cam
+        for k in range(offsets[t], offsets[t + 1]):
+            out[c, ids[k]] += rows[k]
+    return out
+
+
+def _np64(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy())
+
+
+class _BlendFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, means2d, conics, opac, feats, radii, order, n_valid, width, height):
+        m2, co, op, fe = _np64(means2d), _np64(conics), _np64(opac), _np64(feats)
+        offsets, ids = _bin_gaussians(m2, radii, order, n_valid, width, height, TILE)
+        out, t_final, last = _forward(offsets, ids, m2, co, op, fe, width, height, TILE)
+        ctx.state = (m2, co, op, fe, offsets, ids, t_final, last, width, height)
+        ctx.dtype = means2d.dtype
+        return torch.from_numpy(out).to(means2d.dtype), torch.from_numpy(1.0 - t_final).to(means2d.dtype)
+
+    @staticmethod
+    def backward(ctx, g_feat, g_alpha):
+        m2, co, op, fe, offsets, ids, t_final, last, width, height = ctx.state
+        C, n = m2.shape[0], m2.shape[1]
+        gf = np.zeros(fe.shape[:1] + (height, width, fe.shape[2])) if g_feat is None else _np64(g_feat)
+        ga = np.zeros((C, height, width)) if g_alpha is None else _np64(g_alpha)
+        rows = _backward(offsets, ids, m2, co, op, fe, width, height, TILE, t_final, last, gf, ga)
+        ntx, nty = -(-width // TILE), -(-height // TILE)
+        grads = torch.from_numpy(_reduce_rows(rows, offsets, ids, C, n, ntx * nty)).to(ctx.dtype)
+        return grads[..., 0:2], grads[..., 2:5], grads[..., 5], grads[..., 6:], None, None, None, None, None
+
+
+def blend_numba(proj: Projected, feats: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (C, H, W, F) = Σ wᵢ fᵢ and alpha (C, H, W) = Σ wᵢ with the Numba kernels."""
+    radii = np.ascontiguousarray(proj.radii.cpu().numpy().astype(np.float64))
+    order = np.ascontiguousarray(proj.order.cpu().numpy())
+    n_valid = proj.valid.sum(dim=1).cpu().numpy().astype(np.int64)
+    return _BlendFunction.apply(proj.means2d, proj.conics, proj.opacities, feats, radii, order, n_valid, width, height)

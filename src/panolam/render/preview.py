@@ -1,0 +1,113 @@
+"""Pictures of a head for people: labelled contact sheets and 360° turntables (GIF / MP4).
+
+Built on :func:`panolam.render.rasterize`; cameras come from :mod:`panolam.geometry.cameras`
+(EG3D radius and FOV by default, so previews match the training framing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from panolam.gaussians import Gaussians
+from panolam.geometry.cameras import EG3D_RADIUS, Cameras, named_views
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(…, H, W, 3) float in [0, 1] -> uint8 numpy."""
+    return (images.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def render_cameras(g: Gaussians, cams: Cameras, background: Sequence[float] = (1.0, 1.0, 1.0), chunk: int = 8) -> np.ndarray:
+    """Render every camera (in chunks to bound memory) -> (C, H, W, 3) uint8."""
+    from panolam.render.rasterize import rasterize
+
+    g = g.detach()
+    out = []
+    for i in range(0, len(cams), chunk):
+        sub = cams[i : i + chunk].to(g.device)
+        out.append(to_uint8(rasterize(g, sub, background=torch.tensor(background, dtype=torch.float32, device=g.device)).rgb))
+    return np.concatenate(out, axis=0)
+
+
+def label_image(img: np.ndarray, text: str) -> np.ndarray:
+    """Write a small caption in the top-left corner (PIL's built-in font: no font files needed)."""
+    from PIL import Image, ImageDraw
+
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    draw.rectangle([0, 0, 8 + 7 * len(text), 16], fill=(0, 0, 0))
+    draw.text((4, 2), text, fill=(255, 255, 255))
+    return np.asarray(pil)
+
+
+def contact_sheet(
+    g: Gaussians,
+    names: Sequence[str] = ("front", "left", "right", "back"),
+    size: int = 512,
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+    extra: Iterable[tuple[str, np.ndarray]] = (),
+) -> np.ndarray:
+    """One row of labelled renders from the named views, optionally preceded by extra images (e.g. the input)."""
+    views = render_cameras(g, named_views(tuple(names), size=size), background)
+    tiles = [label_image(_fit(img, size), caption) for caption, img in extra]
+    tiles += [label_image(v, n) for v, n in zip(views, names)]
+    return np.concatenate(tiles, axis=1)
+
+
+def _fit(img: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    return np.asarray(Image.fromarray(img[..., :3]).resize((size, size), Image.BILINEAR))
+
+
+def turntable_cameras(frames: int = 120, size: int = 512, pitch_deg: float = 0.0, radius: float = EG3D_RADIUS, fov_deg: float = 18.837) -> Cameras:
+    """``frames`` cameras orbiting once around the head, starting at the front."""
+    yaw = torch.arange(frames, dtype=torch.float32) * (360.0 / frames)
+    return Cameras.orbit(yaw, pitch_deg, radius, fov_deg, size)
+
+
+def turntable(g: Gaussians, frames: int = 120, size: int = 512, pitch_deg: float = 0.0, background: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """(frames, H, W, 3) uint8 renders of a full orbit."""
+    return render_cameras(g, turntable_cameras(frames, size, pitch_deg), background)
+
+
+def save_video(frames: np.ndarray, path: str | Path, fps: int = 30) -> Path:
+    """Write frames as GIF or MP4 (by suffix); written to a temporary name first, then renamed."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
+    elif path.suffix.lower() == ".mp4":
+        # yuv420p needs even sides; libx264 at this size is a few hundred kB.
+        h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+        import imageio.v2 as iio2
+
+        iio2.mimwrite(tmp, frames[:, :h, :w], format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1)
+    else:
+        raise ValueError(f"unsupported video format {path.suffix!r}: use .gif or .mp4")
+    tmp.replace(path)
+    return path
+
+
+def save_png(img: np.ndarray, path: str | Path) -> Path:
+    """Atomic PNG write."""
+    import io
+
+    from PIL import Image
+
+    from panolam.gaussians.ply import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

@@ -1,0 +1,330 @@
+"""The training engine: one code path for single-process CPU/GPU and multi-process DDP via Accelerate.
+
+Launch lines (every process runs the same command; each streams its own share of the shards)::
+
+    panolam train --config default --data data/synth360 --out runs/a          # one process
+    accelerate launch --num_processes 8 -m panolam.cli.train --config paper   # one node, 8 GPUs
+    torchrun --nproc_per_node 8 --nnodes 2 --rdzv_endpoint HOST:29500 -m panolam.cli.train --config paper
+
+Per step: the input view (``input_image``, else view 0) is resized to the encoder size, the model
+runs under autocast (bf16 where the GPU has it, ``mixed_precision="auto"``), the loss of
+:mod:`panolam.train.losses` is backpropagated, gradients clipped, AdamW steps and the cosine
+schedule (linear warm-up) advances. A non-finite loss stops the run naming the step and subjects.
+Checkpoints (every ``checkpoint_every`` steps, at the end and on Ctrl-C) are directories
+``OUT/checkpoints/step_XXXXXXXX/`` holding ``model/`` (safetensors, :func:`save_model`) and
+``state.pt`` (optimiser, scheduler, step, each rank's data position and RNG states: torch, CUDA,
+numpy, python, the loop's generator), written to a temporary directory and renamed into place;
+``OUT/checkpoints/latest`` names the newest and is replaced atomically. ``--resume`` restores all
+of it, so a killed and resumed run reproduces an uninterrupted one. Rank 0 writes TensorBoard logs
+(``OUT/logs``: losses, lr, throughput, sample renders) and shows a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from panolam.config import PanoLAMConfig
+from panolam.data.dataset import MultiViewDataset, collate
+from panolam.gaussians.ply import atomic_write_bytes
+from panolam.model.checkpoint import WEIGHTS_NAME, save_model
+from panolam.model.panolam import PanoLAM
+from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
+from panolam.train.losses import PanoLAMLoss
+
+CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", "state.pt"
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN/Inf; the message names the step and the batch's subjects."""
+
+
+def lr_lambda(warmup: int, total: int):
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def resolve_mixed_precision(mode: str) -> str:
+    """Accelerate's precision for ``mode``: "auto" = bf16 on a bf16-capable GPU, else fp32 ("no")."""
+    if mode == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if mode not in ("no", "fp16", "bf16"):
+        raise ValueError(f"train.mixed_precision must be auto, no, fp16 or bf16, got {mode!r}")
+    return mode
+
+
+def rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(), "loop": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    gen.set_state(state["loop"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    pointer = Path(out_dir) / CKPT_DIR / LATEST
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    if not (path / STATE_NAME).is_file():
+        raise FileNotFoundError(f"{pointer} names {path}, which has no {STATE_NAME}; the checkpoint directory is damaged")
+    return path
+
+
+class DataStream:
+    """Endless batches over epochs, remembering (epoch, samples consumed this epoch) for exact resume."""
+
+    def __init__(self, dataset: MultiViewDataset, batch_size: int, workers: int, seed: int) -> None:
+        self.dataset, self.batch_size, self.workers, self.seed = dataset, batch_size, workers, seed
+        self.epoch, self.consumed = 0, 0
+        self._it: Iterator | None = None
+
+    def _loader(self) -> Iterator:
+        self.dataset.set_position(self.epoch, self.consumed)
+        # An explicit generator keeps worker seeding off the global RNG (which resume restores).
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        return iter(DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.workers, collate_fn=collate,
+                               generator=gen, persistent_workers=False))
+
+    def next(self) -> dict[str, Any]:
+        for _ in range(2):
+            if self._it is None:
+                self._it = self._loader()
+            try:
+                batch = next(self._it)
+                self.consumed += len(batch["subject"])
+                return batch
+            except StopIteration:
+                self.epoch, self.consumed, self._it = self.epoch + 1, 0, None
+        raise RuntimeError(f"the training split of {self.dataset.root} yields no subjects for this rank")
+
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def restore(self, pos: dict[str, int]) -> None:
+        self.epoch, self.consumed, self._it = int(pos["epoch"]), int(pos["consumed"]), None
+
+
+def build_st_renderer(cfg: PanoLAMConfig) -> TriplaneRenderer | None:
+    """The frozen tri-plane renderer from ``train.st_decoder`` (None when unset)."""
+    t = cfg.train
+    if not t.st_decoder:
+        return None
+    from safetensors.torch import load_file
+
+    path = Path(t.st_decoder)
+    if not path.is_file():
+        raise FileNotFoundError(f"train.st_decoder: no decoder file at {path} (write one with `panolam teacher fit`)")
+    return renderer_from_state(load_file(str(path)), box_warp=cfg.model.box_warp, ray_start=t.st_ray_start, ray_end=t.st_ray_end,
+                               samples_coarse=t.st_samples_coarse, samples_fine=t.st_samples_fine, background=cfg.data.background)
+
+
+def encoder_input(batch: dict[str, Any], size: int, device: torch.device) -> torch.Tensor:
+    img = batch["input_image"] if isinstance(batch.get("input_image"), torch.Tensor) else batch["images"][:, 0]
+    img = img.to(device).float()
+    if img.shape[-2:] != (size, size):
+        img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return img
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Holds the run's objects; :meth:`fit` trains until ``train.steps`` (or ``stop_after`` more steps)."""
+
+    def __init__(self, cfg: PanoLAMConfig, data_root: str | None = None, out_dir: str | None = None, progress: bool = True) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        self.cfg = cfg
+        self.out = Path(out_dir or cfg.train.out_dir)
+        self.data_root = data_root or cfg.data.root
+        # cpu=True without CUDA lets Accelerate pick gloo DDP when launched with several processes.
+        self.accel = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(cfg.train.mixed_precision),
+                                 kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.rank, self.world = self.accel.process_index, self.accel.num_processes
+        self.progress = progress and self.accel.is_main_process
+        t = cfg.train
+        # Same seed on every rank for identical initial weights; per-rank streams after that.
+        torch.manual_seed(t.seed)
+        self.model = PanoLAM(cfg.model)
+        # DDP cannot broadcast sparse buffers (the densification matrix); they are derived identically on every rank.
+        sparse = [n for n, b in self.model.named_buffers() if b.is_sparse]
+        if sparse:
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.model, sparse)
+        np.random.seed(t.seed + self.rank)
+        random.seed(t.seed + self.rank)
+        torch.manual_seed(t.seed + 7919 * self.rank)
+        self.gen = torch.Generator().manual_seed(t.seed + 104729 * self.rank)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        # The scheduler is not passed to accelerate.prepare: that wrapper steps it once per process.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.warmup_steps, t.steps))
+        self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
+        self.loss_fn = PanoLAMLoss(t, build_st_renderer(cfg), background=cfg.data.background).to(self.accel.device)
+        dataset = MultiViewDataset(self.data_root, "train", views_per_step=cfg.data.views_per_step, fixed_views=cfg.data.fixed_views,
+                                   seed=t.seed, rank=self.rank, world_size=self.world, background=[cfg.data.background] * 3)
+        self.data = DataStream(dataset, t.batch_size, cfg.data.num_workers, t.seed + self.rank)
+        self.step = 0
+        self.writer = None
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def save(self) -> Path | None:
+        """Write ``step_XXXXXXXX`` atomically (all ranks take part; rank 0 writes)."""
+        from accelerate.utils import gather_object
+
+        mine = {"rank": self.rank, "rng": rng_state(self.gen), "data": self.data.position()}
+        every = gather_object([mine]) if self.world > 1 else [mine]
+        target = None
+        if self.accel.is_main_process:
+            ckdir = self.out / CKPT_DIR
+            ckdir.mkdir(parents=True, exist_ok=True)
+            name = f"step_{self.step:08d}"
+            target = ckdir / name
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=ckdir))
+            try:
+                save_model(tmp / "model", self.accel.unwrap_model(self.model), self.cfg, extra={"step": self.step})
+                state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                         "ranks": {int(e["rank"]): {"rng": e["rng"], "data": e["data"]} for e in every}, "world_size": self.world}
+                torch.save(state, tmp / STATE_NAME)
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            atomic_write_bytes(ckdir / LATEST, name.encode())
+        self.accel.wait_for_everyone()
+        return target
+
+    def resume(self) -> bool:
+        """Restore the newest checkpoint under OUT; False when there is none."""
+        from safetensors.torch import load_file
+
+        path = latest_checkpoint(self.out)
+        if path is None:
+            return False
+        state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=False)
+        if state["world_size"] != self.world:
+            raise ValueError(f"{path} was written by {state['world_size']} processes; resume it with the same number (have {self.world})")
+        weights = load_file(str(path / "model" / WEIGHTS_NAME), device="cpu")
+        self.accel.unwrap_model(self.model).load_state_dict(weights, strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        mine = state["ranks"][self.rank]
+        self.data.restore(mine["data"])
+        set_rng_state(mine["rng"], self.gen)
+        return True
+
+    # --- one step ---------------------------------------------------------------------------
+
+    def train_step(self, batch: dict[str, Any]):
+        batch = _to_device(batch, self.accel.device)
+        self.model.train()
+        with self.accel.autocast():
+            out = self.model(encoder_input(batch, self.cfg.model.image_size, self.accel.device))
+        result = self.loss_fn(out, batch)
+        if not torch.isfinite(result.total):
+            raise NonFiniteLoss(f"non-finite loss {result.total.item()} at step {self.step} (rank {self.rank}) for subjects "
+                                f"{list(batch['subject'])}; terms: { {k: float(v) for k, v in result.terms.items()} }")
+        self.accel.backward(result.total)
+        if self.cfg.train.grad_clip > 0:
+            self.accel.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return result, batch
+
+    def _log(self, result, batch, seconds: float) -> None:
+        t = self.cfg.train
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "logs"))
+        if self.step % t.log_every == 0:
+            for k, v in result.terms.items():
+                self.writer.add_scalar(f"loss/{k}", float(v), self.step)
+            for k in result.absent:
+                self.writer.add_scalar(f"absent/{k}", 1.0, self.step)
+            self.writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.step)
+            self.writer.add_scalar("throughput/samples_per_s", len(batch["subject"]) * self.world / max(seconds, 1e-9), self.step)
+        if t.sample_every > 0 and self.step % t.sample_every == 0:
+            self.writer.add_image("samples/target_dense_coarse_triplane", sample_grid(result, batch, t.render_size), self.step)
+
+    def fit(self, stop_after: int | None = None) -> dict[str, float]:
+        """Train to ``train.steps``; ``stop_after`` ends (with a checkpoint) after that many steps of this call."""
+        from tqdm.auto import tqdm
+
+        t = self.cfg.train
+        end = t.steps if stop_after is None else min(t.steps, self.step + stop_after)
+        bar = tqdm(total=t.steps, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
+        last: dict[str, float] = {}
+        try:
+            while self.step < end:
+                tic = time.perf_counter()
+                batch = self.data.next()
+                result, batch = self.train_step(batch)
+                self.step += 1
+                last = {k: float(v) for k, v in result.terms.items()}
+                if self.accel.is_main_process:
+                    self._log(result, batch, time.perf_counter() - tic)
+                    bar.set_postfix(loss=f"{last['total']:.4f}")
+                bar.update(1)
+                if t.checkpoint_every > 0 and self.step % t.checkpoint_every == 0 and self.step < end:
+                    self.save()
+        except KeyboardInterrupt:
+            bar.close()
+            if self.world == 1:  # other ranks may be gone: only a lone process can save safely here
+                self.save()
+            raise
+        bar.close()
+        self.save()
+        if self.writer is not None:
+            self.writer.flush()
+        return last
+
+
+def sample_grid(result, batch: dict[str, Any], size: int) -> torch.Tensor:
+    """(3, rows·size, views·size) image: targets, then each available render, for the first subject."""
+    target = F.interpolate(batch["images"][0].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    rows = [target.permute(0, 2, 3, 1)]
+    rows += [result.renders[k][0] for k in ("dense", "coarse", "triplane") if k in result.renders]
+    grid = torch.cat([torch.cat(list(r.clamp(0, 1).cpu()), dim=1) for r in rows], dim=0)  # (rows·H, N·W, 3)
+    return grid.permute(2, 0, 1)
+
+
+def train(cfg: PanoLAMConfig, data_root: str | None = None, out_dir: str | None = None, resume: bool = False,
+          stop_after: int | None = None, progress: bool = True) -> dict[str, float]:
+    """Build a :class:`Trainer`, optionally resume, and train; returns the last step's loss terms."""
+    trainer = Trainer(cfg, data_root, out_dir, progress)
+    if resume and not trainer.resume() and trainer.accel.is_main_process:
+        print(f"no checkpoint under {trainer.out / CKPT_DIR}; starting from step 0")
+    return trainer.fit(stop_after)

@@ -1,0 +1,150 @@
+"""Checkpoints: exact round trip, atomic overwrite, and clear errors for missing, corrupt, wrong-version
+and mismatched checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from panolam.config import get_config
+from panolam.model.checkpoint import FORMAT_VERSION, CheckpointError, load_model, read_metadata, save_model
+from panolam.model.panolam import PanoLAM
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    model = PanoLAM(cfg.model).eval()
+    path = save_model(tmp_path_factory.mktemp("ckpt") / "step_000010", model, cfg, extra={"step": 10})
+    return path, model, cfg
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    path, model, cfg = saved
+    loaded, loaded_cfg = load_model(path)
+    assert loaded_cfg.to_dict() == cfg.to_dict()
+    assert not loaded.training
+    images = torch.rand(2, 3, 56, 56)
+    with torch.no_grad():
+        a, b = model(images), loaded(images)
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        assert torch.equal(getattr(a.dense, name), getattr(b.dense, name))
+        assert torch.equal(getattr(a.coarse, name), getattr(b.coarse, name))
+    assert torch.equal(a.planes, b.planes)
+
+
+def test_metadata_and_loading_by_file_path(saved):
+    path, model, _ = saved
+    meta = read_metadata(path)
+    assert meta["format_version"] == FORMAT_VERSION and meta["num_parameters"] == model.num_parameters()
+    assert meta["extra"] == {"step": 10} and meta["config_kind"] == "panolam" and "created" in meta
+    loaded, _ = load_model(path / "model.safetensors")
+    assert loaded.num_parameters() == model.num_parameters()
+    from safetensors.torch import load_file
+
+    keys = set(load_file(str(path / "model.safetensors")))
+    assert not any("template" in k or "densify" in k for k in keys)  # template-derived data is never saved
+
+
+def test_model_config_only_and_atomic_overwrite(tmp_path):
+    cfg = get_config("tiny", ["model.ray_aggregation=false"]).model
+    torch.manual_seed(1)
+    first = PanoLAM(cfg)
+    save_model(tmp_path / "ck", first, cfg)
+    torch.manual_seed(2)
+    second = PanoLAM(cfg)
+    save_model(tmp_path / "ck", second, cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # no temporary or old directories left behind
+    loaded, loaded_cfg = load_model(tmp_path / "ck")
+    assert loaded_cfg == cfg
+    name = "dense_head.out.weight"
+    assert torch.equal(loaded.state_dict()[name], second.state_dict()[name])
+
+
+def test_missing_checkpoint_names_the_path_and_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no PanoLAM checkpoint at .*nothing.*panolam train"):
+        load_model(tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "panolam.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="model.safetensors is missing"):
+        load_model(tmp_path / "half")
+
+
+def _copy(saved, tmp_path):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(saved[0], dst)
+    return dst
+
+
+def test_corrupt_weights_are_a_clear_error(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    data = (path / "model.safetensors").read_bytes()
+    (path / "model.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_model(path)
+    (path / "panolam.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_model(path)
+
+
+def test_wrong_format_version_is_refused(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    meta = json.loads((path / "panolam.json").read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    (path / "panolam.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
+        load_model(path)
+
+
+def test_weights_not_matching_the_config_list_the_mismatches(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    meta = json.loads((path / "panolam.json").read_text())
+    meta["config"]["model"]["c_t"] = 48  # every width changes
+    meta["config"]["model"]["point_blocks"] = 2  # and a block appears
+    (path / "panolam.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as err:
+        load_model(path)
+    text = str(err.value)
+    assert "does not match" in text and "missing keys" in text and "point_branch.blocks.blocks.1" in text
+    assert "shape mismatches" in text and "vs config" in text
+
+
+def test_save_rejects_a_non_config(tmp_path, saved):
+    with pytest.raises(TypeError, match="PanoLAMConfig or ModelConfig"):
+        save_model(tmp_path / "x", saved[1], {"c_t": 32})
+    assert not (tmp_path / "x").exists()
+
+
+def test_frozen_pretrained_backbone_is_not_saved_and_is_reread(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(3)
+    base = get_config("tiny").model
+    Dinov2Model(Dinov2Config(hidden_size=base.vit_dim, num_hidden_layers=base.vit_depth,
+                             num_attention_heads=base.vit_heads, image_size=56)).save_pretrained(tmp_path / "dino")
+    cfg = dataclasses.replace(base, encoder="dinov2", encoder_frozen=True, encoder_table_size=56,
+                              encoder_weights=str(tmp_path / "dino"))
+    model = PanoLAM(cfg).eval()
+    save_model(tmp_path / "slim", model, cfg)
+    save_model(tmp_path / "full", model, cfg, include_frozen_encoder=True)
+    from safetensors.torch import load_file
+
+    slim_keys = set(load_file(str(tmp_path / "slim" / "model.safetensors")))
+    assert not any(k.startswith("encoder.backbone.") for k in slim_keys) and "encoder.fuse.0.weight" in slim_keys
+    assert read_metadata(tmp_path / "slim")["encoder_excluded"] is True
+    images = torch.rand(1, 3, 56, 56)
+    with torch.no_grad():
+        ref = model(images).dense.colors
+        assert torch.equal(load_model(tmp_path / "slim")[0](images).dense.colors, ref)
+        (tmp_path / "dino").rename(tmp_path / "moved")
+        assert torch.equal(load_model(tmp_path / "full")[0](images).dense.colors, ref)  # stands alone
+        with pytest.raises(CheckpointError, match="without its frozen DINOv2 backbone"):
+            load_model(tmp_path / "slim")
+        again, again_cfg = load_model(tmp_path / "slim", encoder_weights=str(tmp_path / "moved"))
+        assert torch.equal(again(images).dense.colors, ref) and again_cfg.encoder_weights == str(tmp_path / "moved")

@@ -1,0 +1,78 @@
+"""Training engine on the real tiny model and a tiny dataset written by the data module: checkpoint
+layout, exact resume (4 straight steps == 2 + resume + 2, bit for bit), NaN guard, LR schedule."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_fixtures import make_tiny_dataset  # noqa: E402
+
+from panolam.config import get_config  # noqa: E402
+from panolam.train import loop  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+def _cfg():
+    return get_config("tiny", ["data.views_per_step=2", "train.steps=4", "train.checkpoint_every=2"])
+
+
+def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"step_{step:08d}" / "model" / "model.safetensors"))
+
+
+def test_resume_reproduces_uninterrupted_run(dataset, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    loop.train(_cfg(), dataset, str(straight), progress=False)
+    loop.train(_cfg(), dataset, str(split), stop_after=2, progress=False)
+    assert (split / "checkpoints" / "latest").read_text() == "step_00000002"
+    loop.train(_cfg(), dataset, str(split), resume=True, progress=False)
+    a, b = _weights(straight, 4), _weights(split, 4)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    # and training changed the weights
+    init = _weights(straight, 2)
+    assert any(not torch.equal(a[k], init[k]) for k in a)
+    state = torch.load(straight / "checkpoints" / "step_00000004" / "state.pt", weights_only=False)
+    assert state["step"] == 4 and set(state["ranks"][0]) == {"rng", "data"} and "loop" in state["ranks"][0]["rng"]
+    assert list((straight / "logs").glob("events.out.tfevents.*"))
+
+
+def test_nan_loss_names_step_and_subjects(dataset, tmp_path, monkeypatch):
+    trainer = loop.Trainer(_cfg(), dataset, str(tmp_path / "nan"), progress=False)
+    real = trainer.loss_fn.forward
+
+    def poisoned(out, batch):
+        res = real(out, batch)
+        res.total = res.total * float("nan")
+        return res
+
+    monkeypatch.setattr(trainer.loss_fn, "forward", poisoned)
+    with pytest.raises(loop.NonFiniteLoss, match=r"step 0 .*train-0000"):
+        trainer.fit()
+
+
+def test_lr_schedule_warmup_then_cosine():
+    f = loop.lr_lambda(warmup=4, total=14)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(9) == pytest.approx(0.5) and f(14) == pytest.approx(0.0) and f(100) == pytest.approx(0.0)
+    assert loop.resolve_mixed_precision("no") == "no"
+    with pytest.raises(ValueError, match="mixed_precision"):
+        loop.resolve_mixed_precision("fp8")
+
+
+def test_resume_without_checkpoint_and_damaged_pointer(tmp_path):
+    assert loop.latest_checkpoint(tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "latest").write_text("step_00000009")
+    with pytest.raises(FileNotFoundError, match="step_00000009"):
+        loop.latest_checkpoint(tmp_path)
