@@ -6,7 +6,9 @@ camera (radius 2.7, FOV 18.837°, via ``Cameras.orbit``) at 256² and 512². Tim
 a few runs after a warm-up run (which also triggers/loads the Numba JIT cache); "fwd" runs under
 ``torch.no_grad``, "fwd+bwd" backpropagates a loss on rgb, alpha and depth. Peak extra memory is
 the peak of the process RSS (psutil, sampled every 2 ms by a thread) minus the RSS before the
-call, so it sees Numba and torch allocations alike. Prints a Markdown table; ``--write`` replaces
+call, so it sees Numba and torch allocations alike; the script re-executes itself with glibc's
+``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB so large freed buffers leave the RSS and every run's
+peak is visible (otherwise glibc reuses the warm-up's pages and the delta reads ~0). Prints a Markdown table; ``--write`` replaces
 the section between ``<!-- rasterizer:start -->`` and ``<!-- rasterizer:end -->`` in
 BENCHMARKS.md (markers appended if absent).
 
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -113,7 +117,8 @@ def markdown(rows: list[dict], runs: int) -> str:
     lines = [
         f"CPU rasteriser (`backend=\"cpu\"`, Numba) vs pure PyTorch (`backend=\"torch\"`); "
         f"{psutil.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads; median of {runs} runs after a warm-up; 1 camera, background 1.0. "
+        f"{torch.get_num_threads()} torch threads; median of {runs} runs after a warm-up; 1 camera, background 1.0; "
+        f"1-min load average {os.getloadavg()[0]:.1f} when the table was printed. "
         "Peak = peak process RSS growth during fwd+bwd (psutil sampling). The machine was shared with other jobs "
         "while this ran, so timings are noisy.",
         "",
@@ -142,6 +147,8 @@ def write_section(path: Path, body: str) -> None:
 
 
 def main() -> None:
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # see module doc: make freed memory visible to RSS
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[5000, 10000, 30000])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])

@@ -47,6 +47,11 @@ def measure(preset: str, device: str, repeats: int, overrides: list[str]) -> dic
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = FlopCounterMode(display=False)
+    with torch.inference_mode(), flops:
+        model(images)
     times, cpu_times = [], []
     with torch.inference_mode():
         model(images)
@@ -59,12 +64,27 @@ def measure(preset: str, device: str, repeats: int, overrides: list[str]) -> dic
             sync()
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
+    train_times = []
+    model.train()
+    for _ in range(max(1, repeats // 2)):
+        t0 = time.perf_counter()
+        out = model(images)
+        loss = out.dense.colors.mean() + out.dense.means.mean() + out.planes.mean()
+        if out.coarse is not None:
+            loss = loss + out.coarse.means.mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        sync()
+        train_times.append(time.perf_counter() - t0)
     times.sort()
     cpu_times.sort()
+    train_times.sort()
     result = {
         "preset": preset, "overrides": overrides, "device": device, "params": model.num_parameters(),
         "weights_mb": model.num_parameters() * 4 / 2**20, "build_s": build_s, "forward_s": times[len(times) // 2],
-        "forward_cpu_s": cpu_times[len(cpu_times) // 2], "threads": torch.get_num_threads(),
+        "forward_cpu_s": cpu_times[len(cpu_times) // 2],
+        "train_step_s": train_times[len(train_times) // 2],
+        "gflops": flops.get_total_flops() / 1e9, "threads": torch.get_num_threads(),
         "dense_points": model.num_dense, "image_size": cfg.image_size,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -94,15 +114,15 @@ def run_child(preset: str, device: str, repeats: int, overrides: list[str]) -> d
 
 def table(rows: list[dict], note: str) -> str:
     lines = [
-        "| preset | device | params | weights (MB fp32) | M_D | image | forward (median) | CPU time / threads | build | peak RSS | peak CUDA |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| preset | device | params | weights (MB fp32) | M_D | image | GFLOP | forward (median) | CPU time / threads | fwd+bwd | build | peak RSS | peak CUDA |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         name = r["preset"] + (f" ({', '.join(r['overrides'])})" if r["overrides"] else "")
         cuda = f"{r['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in r else "-"
         lines.append(
             f"| {name} | {r['machine']} | {r['params'] / 1e6:.2f} M | {r['weights_mb']:.0f} | {r['dense_points']} | "
-            f"{r['image_size']} | {r['forward_s'] * 1000:.0f} ms | {r['forward_cpu_s']:.2f} s / {r['threads']} | {r['build_s']:.1f} s | {r['peak_rss_mb']:.0f} MB | {cuda} |"
+            f"{r['image_size']} | {r['gflops']:.1f} | {r['forward_s'] * 1000:.0f} ms | {r['forward_cpu_s']:.2f} s / {r['threads']} | {r['train_step_s']:.2f} s | {r['build_s']:.1f} s | {r['peak_rss_mb']:.0f} MB | {cuda} |"
         )
     return "\n".join(lines) + f"\n\n{note}\n"
 
@@ -117,6 +137,13 @@ def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(body)
     os.replace(tmp, path)
+
+
+def _load_note() -> str:
+    try:
+        return f"Load average when it finished: {os.getloadavg()[0]:.1f}."
+    except OSError:
+        return ""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         f"One image, batch 1, random weights, fp32, torch {torch.__version__}; median of {args.repeats} forwards "
         "after one warm-up; each preset in its own process. 'CPU time' is the process CPU time of one forward "
         "summed over threads: on a shared machine, wall time is about CPU time / threads when the cores are free. "
-        f"{args.note}"
+        "GFLOP: torch's FlopCounterMode for one forward (matmul = 2·M·N·K; machine-independent). "
+        f"fwd+bwd: one training-mode forward and backward of a dummy loss. {_load_note()} {args.note}"
     ).strip()
     text = table(rows, note)
     print(text)

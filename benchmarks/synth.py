@@ -66,7 +66,7 @@ def contact_sheet(path: Path, seeds: list[int], size: int = 192) -> None:
 
 
 def table(r: dict[str, float], n: int, settings: SynthSettings) -> str:
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores visible, torch {torch.__version__}"
+    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores visible, load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}"
     return (
         f"Procedural generator, {settings.camera_set} set, {settings.views} views at {settings.size}², {n} subjects ({machine}).\n\n"
         "| subjects/min | build s/subject | render s/subject | encode s/subject | Gaussians/subject |\n"

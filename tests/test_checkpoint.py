@@ -148,3 +148,24 @@ def test_frozen_pretrained_backbone_is_not_saved_and_is_reread(tmp_path):
             load_model(tmp_path / "slim")
         again, again_cfg = load_model(tmp_path / "slim", encoder_weights=str(tmp_path / "moved"))
         assert torch.equal(again(images).dense.colors, ref) and again_cfg.encoder_weights == str(tmp_path / "moved")
+    from panolam.model.checkpoint import load_weights_into
+
+    with pytest.warns(UserWarning, match="RANDOMLY"):
+        random_backbone = PanoLAM(dataclasses.replace(cfg, encoder_weights=None))
+    with pytest.raises(CheckpointError, match="holds no DINOv2 backbone"):
+        load_weights_into(random_backbone, tmp_path / "slim")
+
+
+def test_load_weights_into_an_existing_model(saved):
+    from panolam.model.checkpoint import load_weights_into
+
+    path, model, cfg = saved
+    torch.manual_seed(9)
+    other = PanoLAM(cfg.model).eval()
+    meta = load_weights_into(other, path)
+    assert meta["extra"] == {"step": 10}
+    for k, v in model.state_dict().items():
+        assert torch.equal(other.state_dict()[k], v), k
+    wrong = PanoLAM(dataclasses.replace(cfg.model, c_t=48))
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_weights_into(wrong, path)

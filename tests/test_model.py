@@ -259,3 +259,34 @@ def test_paper_preset_builds_and_runs_one_small_forward():
     assert abs(out.coarse.means.shape[1] - 5023) <= 503  # the built-in template is within 10% of 5023
     assert out.dense.means.shape == (1, 6000, 3)
     assert out.planes.shape == (1, 6, 32, 16, 16)
+
+
+def test_bf16_autocast_forward_and_backward(tiny_model):
+    tiny_model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiny_model(torch.rand(1, 3, 56, 56))
+        loss = out.dense.colors.float().mean() + out.coarse.means.float().mean() + out.planes.float().mean()
+    loss.backward()
+    assert torch.isfinite(out.dense.means).all()
+    assert tiny_model.dense_head.out.weight.grad is not None
+    assert torch.isfinite(tiny_model.point_branch.embed[0].weight.grad).all()
+    tiny_model.zero_grad()
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_each_plane_cell_comes_from_its_own_query_token(up):
+    from panolam.model.triplane_branch import TriplaneBranch
+
+    torch.manual_seed(5)
+    cfg = tiny_cfg(triplane_blocks=0, triplane_upsample=up)  # no attention: tokens do not mix
+    branch = TriplaneBranch(cfg)
+    planes = branch.planes(torch.rand(1, 4, cfg.c_t))
+    assert planes.shape == (1, 6, cfg.triplane_channels, cfg.triplane_res, cfg.triplane_res)
+    side = cfg.triplane_res // up
+    assert branch.queries.shape[0] == 6 * side * side
+    plane, row, col = 4, 5, 2
+    planes[0, plane, :, row, col].sum().backward()
+    touched = branch.queries.grad.abs().sum(dim=1).nonzero().flatten().tolist()
+    assert touched == [plane * side * side + (row // up) * side + col // up]
+    with pytest.raises(ValueError, match="triplane_upsample"):
+        TriplaneBranch(tiny_cfg(triplane_upsample=3))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import sys
 
 import pytest
 import torch
@@ -298,3 +300,50 @@ def test_large_gaussian_near_image_edge_matches_torch_backend():
     for name in ("rgb", "alpha", "depth"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=2e-5, rtol=1e-5)
     assert math.isfinite(a.depth.max().item())
+
+
+def test_dense_head_scene_cpu_matches_torch_backend_with_gradients():
+    # Thousands of overlapping splats: most pixels hit the 1e-4 transmittance stop.
+    gen = torch.Generator().manual_seed(16)
+    n = 1500
+    means = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1) * (0.3 + 0.15 * torch.rand(n, 1, generator=gen))
+    g0 = Gaussians(means, torch.randn(n, 4, generator=gen), 0.01 + 0.03 * torch.rand(n, 3, generator=gen),
+                   0.2 + 0.79 * torch.rand(n, generator=gen), torch.rand(n, 3, generator=gen)).to("cpu", torch.float64)
+    cams = Cameras.orbit([0.0, 120.0], [10.0, -20.0], 2.7, 18.837, 40, 36)
+    grads = {}
+    for backend in ("cpu", "torch"):
+        g = with_grad(g0)
+        out = rasterize(g, cams, background=0.5, backend=backend)
+        weighted_loss(out).backward()
+        grads[backend] = (out, [getattr(g, f).grad for f in FIELDS])
+    (a, ga), (b, gb) = grads["cpu"], grads["torch"]
+    assert (a.alpha > 0.99).float().mean() > 0.3
+    for name in ("rgb", "alpha", "depth"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-9, rtol=1e-9)
+    for name, x, y in zip(FIELDS, ga, gb):
+        torch.testing.assert_close(x, y, atol=1e-8 * y.abs().max().item(), rtol=1e-6, msg=name)
+
+
+def _render_in_child(queue) -> None:
+    g = with_grad(random_gaussians(12, seed=17))
+    out = rasterize(g, tiny_cameras(), backend="cpu")
+    weighted_loss(out).backward()
+    queue.put((out.rgb.detach().numpy(), g.means.grad.numpy()))  # plain arrays: no shared-memory handles
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method is Linux-only")
+def test_forked_child_can_render_after_parent_used_threads():
+    # GNU OpenMP kills a forked child that opens a parallel region once the parent has used one;
+    # DataLoader workers are forked, so the kernels must switch to their serial drivers there.
+    g = with_grad(random_gaussians(12, seed=17))
+    out = rasterize(g, tiny_cameras(), backend="cpu")
+    weighted_loss(out).backward()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_render_in_child, args=(queue,))
+    child.start()
+    rgb, grad = queue.get(timeout=120)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    torch.testing.assert_close(torch.from_numpy(rgb), out.rgb.detach())
+    torch.testing.assert_close(torch.from_numpy(grad), g.means.grad)

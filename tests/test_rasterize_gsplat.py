@@ -69,3 +69,14 @@ def test_gsplat_backend_refuses_cpu_tensors():
     g, cams = _scene()
     with pytest.raises(ValueError, match="CUDA"):
         _gsplat.rasterize_gsplat(g, cams)
+
+
+def test_float64_inputs_are_cast_for_gsplat_and_back():
+    g, cams = _scene()
+    g64 = g.to("cpu", torch.float64).map(lambda t: t.requires_grad_(True))
+    kw = _gsplat.gsplat_arguments(g64, cams)
+    assert all(kw[k].dtype == torch.float32 for k in ("means", "quats", "scales", "opacities", "colors", "viewmats", "Ks"))
+    feats, alpha = _gsplat.render_with(fake_rasterization, g64, cams)
+    assert feats.dtype == alpha.dtype == torch.float64
+    feats.sum().backward()
+    assert g64.means.grad is not None and g64.means.grad.dtype == torch.float64 and g64.means.grad.abs().sum() > 0

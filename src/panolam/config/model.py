@@ -41,6 +41,9 @@ class ModelConfig:
     # Spherical tri-plane branch.
     triplane_res: int = 64  # H_T = W_T
     triplane_channels: int = 32  # C_st
+    # Plane cells per query token along each side. 1 = the paper (one token per cell); 2 = a token
+    # per 2x2 cells, unfolded by the output MLP (LRM-style), 16x cheaper self-attention (CPU preset).
+    triplane_upsample: int = 1
     triplane_layout: str = "spherehead"  # dual spherical tri-planes (DESIGN §2)
     box_warp: float = 1.0
     ray_aggregation: bool = True  # False = single-point query (ablation "w/o ST ray agg.")
@@ -57,7 +60,7 @@ PRESETS: dict[str, ModelConfig] = {
         encoder="vit", encoder_frozen=False, image_size=224, vit_dim=192, vit_depth=8, vit_heads=3,
         encoder_layers=(2, 4, 6, 8), c_t=192, heads=6, point_blocks=3, triplane_blocks=2,
         template_vertices=2500, dense_points=6000, area_threshold=1e-4, triplane_res=32,
-        triplane_channels=16, ray_samples=8,
+        triplane_channels=16, triplane_upsample=2, ray_samples=8,
     ),
     "tiny": ModelConfig(
         encoder="vit", encoder_frozen=False, image_size=56, vit_dim=32, vit_depth=4, vit_heads=2,

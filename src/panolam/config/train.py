@@ -29,7 +29,7 @@ class TrainConfig:
     st_ray_start: float = 2.25  # ray interval for cameras at radius 2.7 (EG3D/SphereHead)
     st_ray_end: float = 3.3
     teacher_steps: int = 2000  # `panolam teacher fit`: optimisation steps per subject batch
-    teacher_lr: float = 1e-2
+    teacher_lr: float = 5e-2  # Adam step of the planes (the shared decoder uses a tenth); cosine-decayed to a tenth
     checkpoint_every: int = 500
     log_every: int = 20
     sample_every: int = 500
@@ -41,5 +41,5 @@ PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(out_dir="runs/paper", steps=200000, batch_size=8, render_size=512),
     "default": TrainConfig(),
     "tiny": TrainConfig(out_dir="runs/tiny", steps=4, warmup_steps=1, render_size=32, checkpoint_every=2, log_every=1, sample_every=2,
-                        lpips_net="alex", st_samples_coarse=6, st_samples_fine=6, teacher_steps=20),
+                        lpips_net="alex", st_samples_coarse=6, st_samples_fine=6, teacher_steps=20, teacher_lr=0.1),
 }

@@ -133,6 +133,16 @@ def _config_from_meta(meta: dict[str, Any], where: Path) -> tuple[PanoLAMConfig 
         raise CheckpointError(f"{where / META_NAME} holds an unusable config: {exc}") from exc
 
 
+def _read_weights(where: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(where / WEIGHTS_NAME), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{where / WEIGHTS_NAME} is not a readable safetensors file (corrupt or truncated?): {exc}") from exc
+
+
 def _check_state(state: dict[str, torch.Tensor], model: PanoLAM, where: Path, skip_backbone: bool) -> None:
     expected = {
         k: tuple(v.shape) for k, v in model.state_dict().items() if not (skip_backbone and k.startswith(BACKBONE_PREFIX))
@@ -157,16 +167,10 @@ def load_model(path_dir_or_file: str | os.PathLike, device: str | torch.device =
     ``encoder_weights`` overrides where a checkpoint saved without its frozen DINOv2 backbone finds it
     (default: the ``model.encoder_weights`` recorded in its config).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     where = _resolve_dir(path_dir_or_file)
     meta = read_metadata(where)
     config, model_cfg = _config_from_meta(meta, where)
-    try:
-        state = load_file(str(where / WEIGHTS_NAME), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{where / WEIGHTS_NAME} is not a readable safetensors file (corrupt or truncated?): {exc}") from exc
+    state = _read_weights(where)
     excluded = bool(meta.get("encoder_excluded"))
     if excluded:
         model = _build_with_encoder_weights(model_cfg, encoder_weights, where)
@@ -176,6 +180,24 @@ def load_model(path_dir_or_file: str | os.PathLike, device: str | torch.device =
     _check_state(state, model, where, skip_backbone=excluded)
     model.load_state_dict(state, strict=not excluded)
     return model.to(device).eval(), config
+
+
+def load_weights_into(model: PanoLAM, path_dir_or_file: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint's weights into an existing ``model`` (e.g. to resume training) with the same
+    checks as :func:`load_model`; a frozen backbone the checkpoint left out keeps the model's own
+    weights (read from ``encoder_weights`` when the model was built). Returns the metadata."""
+    where = _resolve_dir(path_dir_or_file)
+    meta = read_metadata(where)
+    state = _read_weights(where)
+    excluded = bool(meta.get("encoder_excluded"))
+    if excluded and not model.encoder_is_frozen_pretrained:
+        raise CheckpointError(
+            f"checkpoint {where} holds no DINOv2 backbone weights (saved without its frozen encoder) and this "
+            "model's backbone was not read from model.encoder_weights: build the model with encoder_weights set"
+        )
+    _check_state(state, model, where, skip_backbone=excluded)
+    model.load_state_dict(state, strict=not excluded)
+    return meta
 
 
 def _build_with_encoder_weights(model_cfg: ModelConfig, encoder_weights: str | None, where: Path) -> PanoLAM:

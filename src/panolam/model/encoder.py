@@ -163,7 +163,24 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True):
             "RANDOMLY INITIALISED. Set model.encoder_weights to a local DINOv2 directory or .pth file for real use.",
             UserWarning, stacklevel=3,
         )
-    return Dinov2Model._from_config(_dinov2_config(cfg, cfg.encoder_table_size), attn_implementation="sdpa")
+    with _skip_random_init():
+        model = Dinov2Model._from_config(_dinov2_config(cfg, cfg.encoder_table_size), attn_implementation="sdpa")
+    _placeholder_init(model)
+    return model
+
+
+@torch.no_grad()
+def _placeholder_init(model: nn.Module) -> None:
+    """Cheap stand-in weights for a DINOv2 without its pretrained ones (tests, timing): N(0, 0.02)
+    matrices and embeddings, unit norms and layer scales, zero biases. transformers' own truncated-
+    normal init takes ~20 s for ViT-L on CPU for weights that are placeholders anyway."""
+    for name, p in model.named_parameters():
+        if p.ndim >= 2:
+            p.normal_(0.0, 0.02)
+        elif "lambda1" in name or ("norm" in name and name.endswith("weight")):
+            p.fill_(1.0)
+        else:
+            p.zero_()
 
 
 class ImageEncoder(nn.Module):

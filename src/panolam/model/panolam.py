@@ -47,6 +47,13 @@ def _gaussians(positions: torch.Tensor, params: GaussianParams) -> Gaussians:
                      opacities=params.opacities, colors=params.colors)
 
 
+def _densify(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """W·x in float32 with autocast off: sparse matmul has no reduced-precision kernels, and its
+    backward fails on autocast's bf16 gradients, so mixed-precision training would break here."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return densify(W, x.float())
+
+
 def mean_edge_length(vertices: torch.Tensor, faces: torch.Tensor) -> float:
     v = vertices[faces]
     edges = torch.stack([v[:, 1] - v[:, 0], v[:, 2] - v[:, 1], v[:, 0] - v[:, 2]], dim=1)
@@ -56,8 +63,8 @@ def mean_edge_length(vertices: torch.Tensor, faces: torch.Tensor) -> float:
 class PanoLAM(nn.Module):
     """``PanoLAM(cfg.model)(images (B, 3, H, W) in [0, 1]) -> PanoLAMOutput``.
 
-    ``load_encoder_weights=False`` skips reading ``cfg.encoder_weights`` (used by ``load_model``,
-    whose checkpoint already holds every weight).
+    ``load_encoder_weights=False`` skips reading ``cfg.encoder_weights`` and its random-init warning
+    (used by ``load_model`` when the checkpoint itself holds the backbone weights).
     """
 
     def __init__(self, cfg: ModelConfig, load_encoder_weights: bool = True) -> None:
@@ -88,8 +95,8 @@ class PanoLAM(nn.Module):
             verts = self.template_vertices.unsqueeze(0).expand(b, -1, -1)
             feats, coarse_params = self.point_branch(verts, tokens)
             coarse = _gaussians(verts, coarse_params)
-            dense_points = densify(self.densify_matrix, coarse.means)
-            dense_feats = densify(self.densify_matrix, feats)
+            dense_points = _densify(self.densify_matrix, coarse.means)
+            dense_feats = _densify(self.densify_matrix, feats)
         else:
             coarse = None
             dense_points = self.dense_template.unsqueeze(0).expand(b, -1, -1)

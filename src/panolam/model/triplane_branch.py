@@ -3,7 +3,9 @@
 Learnable query tokens, one per tri-plane cell (6·H_T·W_T of width C_t, plus a fixed sinusoidal
 embedding of plane index and cell position so cells start distinguishable), pass L_AT transformer
 blocks that cross-attend to F_I; an MLP maps them to C_st channels -> planes (B, 6, C_st, H_T, W_T)
-in SphereHead's dual-spherical layout (sphere A planes 0..2, sphere B planes 3..5).
+in SphereHead's dual-spherical layout (sphere A planes 0..2, sphere B planes 3..5). With
+``triplane_upsample=u > 1`` (CPU preset only) each token covers u×u cells: 6·(H_T/u)² tokens, and the
+MLP emits u²·C_st values per token that are unfolded into its cells.
 
 Multi-layer ray aggregation: for each dense point, rays from ``ray_cameras`` virtual cameras
 (front, left, right, back at radius ``ray_camera_radius``) through the point are sampled
@@ -49,14 +51,19 @@ class TriplaneBranch(nn.Module):
         super().__init__()
         if cfg.triplane_layout != "spherehead":
             raise ValueError(f"model.triplane_layout={cfg.triplane_layout!r} is not supported; use 'spherehead'")
-        self.res, self.channels, self.box_warp = cfg.triplane_res, cfg.triplane_channels, cfg.box_warp
+        up = cfg.triplane_upsample
+        if up < 1 or cfg.triplane_res % up:
+            raise ValueError(f"model.triplane_upsample={up} must be >= 1 and divide triplane_res={cfg.triplane_res}")
+        self.res, self.channels, self.box_warp, self.up = cfg.triplane_res, cfg.triplane_channels, cfg.box_warp, up
         self.ray_aggregation = cfg.ray_aggregation
         self.num_samples, self.interval = cfg.ray_samples, cfg.ray_interval
-        tokens = 6 * cfg.triplane_res ** 2
-        self.queries = nn.Parameter(torch.randn(tokens, cfg.c_t) * 0.02)
-        self.register_buffer("pos_embed", triplane_position_embedding(cfg.triplane_res, cfg.c_t), persistent=False)
+        side = cfg.triplane_res // up
+        self.queries = nn.Parameter(torch.randn(6 * side * side, cfg.c_t) * 0.02)
+        self.register_buffer("pos_embed", triplane_position_embedding(side, cfg.c_t), persistent=False)
         self.blocks = BlockStack(cfg.triplane_blocks, cfg.c_t, cfg.heads, cfg.mlp_ratio)
-        self.to_planes = nn.Sequential(nn.Linear(cfg.c_t, cfg.c_t), nn.GELU(), nn.Linear(cfg.c_t, cfg.triplane_channels))
+        self.to_planes = nn.Sequential(
+            nn.Linear(cfg.c_t, cfg.c_t), nn.GELU(), nn.Linear(cfg.c_t, cfg.triplane_channels * up * up)
+        )
         if cfg.ray_aggregation:
             from panolam.geometry.triplane import virtual_camera_centers
 
@@ -72,8 +79,10 @@ class TriplaneBranch(nn.Module):
         """F_I (B, N_I, C_t) -> planes (B, 6, C_st, H_T, W_T)."""
         b = image_tokens.shape[0]
         x = (self.queries + self.pos_embed).unsqueeze(0).expand(b, -1, -1)
-        x = self.to_planes(self.blocks(x, image_tokens))  # (B, 6·H·W, C_st)
-        return x.view(b, 6, self.res, self.res, self.channels).permute(0, 1, 4, 2, 3).contiguous()
+        x = self.to_planes(self.blocks(x, image_tokens))  # (B, 6·h·w, u·u·C_st), h = w = H_T / u
+        side, u = self.res // self.up, self.up
+        x = x.view(b, 6, side, side, u, u, self.channels)  # token row, token col, cell row, cell col
+        return x.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, 6, self.channels, self.res, self.res)
 
     def aggregate(self, planes: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """Planes and points (B, N, 3) -> F_T (B, N, C_t) (eq. 6, or the single-point ablation)."""

@@ -4,17 +4,21 @@ The projection stays in torch (see ``_project``); :func:`blend_numba` wraps the 
 ``torch.autograd.Function`` whose inputs are the screen-space quantities (2D means, conics,
 opacities, per-camera features = RGB + depth). Each camera's image is cut into 16×16 tiles;
 every visible Gaussian is listed, in front-to-back order, in each tile its opacity-aware box
-touches. The forward blends each pixel over its tile's list (``prange`` over tiles, so both cores
-work) and saves the final transmittance and the end of the list it used. The backward walks the
-same list back to front (3DGS-style: T is recovered by dividing by 1-α) and writes per-intersection
-gradient rows, so no two threads ever write the same memory; a serial pass then sums the rows per
-Gaussian in a fixed order (deterministic). Kernels run in float64 whatever the input dtype, which
-also makes ``gradcheck`` possible on this path.
+touches. The forward (``prange`` over tiles, so both cores work) walks a tile's list in depth
+order and, row by row, visits only the pixels inside the Gaussian's α ≥ 1/255 ellipse; each
+pixel therefore still sees exactly its Gaussians in depth order, and the kernel saves the final
+transmittance and the list position where each pixel stopped. The backward walks the same list
+back to front (3DGS-style: T is recovered by dividing by 1-α) and writes one gradient row per
+(tile, Gaussian) intersection, so no two threads ever write the same memory; a serial pass then
+sums the rows per Gaussian in a fixed order (deterministic). Kernels run in float64 whatever the
+input dtype, which also makes ``gradcheck`` possible on this path; ``cache=True`` keeps the
+compiled code next to this file, so only the first call on a machine compiles (~20 s here).
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -113,129 +117,159 @@ def _col_range(buf, j, dy, x_begin, x_end):
     return int(c0), int(c1)
 
 
-@njit(parallel=True, cache=True)
-def _forward(offsets, ids, means2d, conics, opac, feats, width, height, tile):
-    """Front-to-back blend. Inside a tile the loop runs over Gaussians (in depth order) and, per row,
+@njit(cache=True)
+def _forward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, tile, out, t_final, last):
+    """Front-to-back blend of tile ``t`` into out/t_final/last. Inside a tile the loop runs over Gaussians (in depth order) and, per row,
     only over the columns their α ≥ 1/255 ellipse can reach, instead of testing every Gaussian at
     every pixel; each pixel still sees exactly its Gaussians in depth order, so the result is the
     per-pixel rule."""
-    C, nf = means2d.shape[0], feats.shape[2]
+    nf = feats.shape[2]
     ntx = (width + tile - 1) // tile
     nty = (height + tile - 1) // tile
-    out = np.zeros((C, height, width, nf))
-    t_final = np.ones((C, height, width))
-    last = np.zeros((C, height, width), np.int64)
-    for t in prange(C * ntx * nty):
-        c = t // (ntx * nty)
-        y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
-        y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
-        start, end = offsets[t], offsets[t + 1]
-        if end == start:
-            continue
-        buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
-        trans = np.ones((tile, tile))
-        acc = np.zeros((tile, tile, nf))
-        done = np.zeros((tile, tile), np.bool_)
-        stop = np.zeros((tile, tile), np.int64)
-        n_open = (y1 - y0) * (x1 - x0)
-        for j in range(end - start):
-            if n_open == 0:
-                break
-            r0, r1 = _row_range(buf, j, y0, y1)
-            for py in range(r0, r1 + 1):
-                dy = buf[j, 1] - (py + 0.5)
-                c0, c1 = _col_range(buf, j, dy, x0, x1)
-                for px in range(c0, c1 + 1):
-                    ly, lx = py - y0, px - x0
-                    if done[ly, lx]:
-                        continue
-                    dx = buf[j, 0] - (px + 0.5)
-                    sigma = 0.5 * (buf[j, 2] * dx * dx + buf[j, 4] * dy * dy) + buf[j, 3] * dx * dy
-                    if sigma < 0.0 or sigma > buf[j, 6]:
-                        continue
-                    alpha = min(MAX_ALPHA, buf[j, 5] * math.exp(-sigma))
-                    if alpha < ALPHA_THRESHOLD:
-                        continue
-                    T = trans[ly, lx]
-                    next_t = T * (1.0 - alpha)
-                    if next_t <= T_MIN:
-                        done[ly, lx] = True
-                        n_open -= 1
-                        continue
-                    w = alpha * T
-                    for f in range(nf):
-                        acc[ly, lx, f] += w * buf[j, 7 + f]
-                    trans[ly, lx] = next_t
-                    stop[ly, lx] = j + 1
-        for py in range(y0, y1):
-            for px in range(x0, x1):
+    c = t // (ntx * nty)
+    y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
+    y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
+    start, end = offsets[t], offsets[t + 1]
+    if end == start:
+        return
+    buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
+    trans = np.ones((tile, tile))
+    acc = np.zeros((tile, tile, nf))
+    done = np.zeros((tile, tile), np.bool_)
+    stop = np.zeros((tile, tile), np.int64)
+    n_open = (y1 - y0) * (x1 - x0)
+    for j in range(end - start):
+        if n_open == 0:
+            break
+        r0, r1 = _row_range(buf, j, y0, y1)
+        for py in range(r0, r1 + 1):
+            dy = buf[j, 1] - (py + 0.5)
+            c0, c1 = _col_range(buf, j, dy, x0, x1)
+            for px in range(c0, c1 + 1):
+                ly, lx = py - y0, px - x0
+                if done[ly, lx]:
+                    continue
+                dx = buf[j, 0] - (px + 0.5)
+                sigma = 0.5 * (buf[j, 2] * dx * dx + buf[j, 4] * dy * dy) + buf[j, 3] * dx * dy
+                if sigma < 0.0 or sigma > buf[j, 6]:
+                    continue
+                alpha = min(MAX_ALPHA, buf[j, 5] * math.exp(-sigma))
+                if alpha < ALPHA_THRESHOLD:
+                    continue
+                T = trans[ly, lx]
+                next_t = T * (1.0 - alpha)
+                if next_t <= T_MIN:
+                    done[ly, lx] = True
+                    n_open -= 1
+                    continue
+                w = alpha * T
                 for f in range(nf):
-                    out[c, py, px, f] = acc[py - y0, px - x0, f]
-                t_final[c, py, px] = trans[py - y0, px - x0]
-                last[c, py, px] = stop[py - y0, px - x0]
+                    acc[ly, lx, f] += w * buf[j, 7 + f]
+                trans[ly, lx] = next_t
+                stop[ly, lx] = j + 1
+    for py in range(y0, y1):
+        for px in range(x0, x1):
+            for f in range(nf):
+                out[c, py, px, f] = acc[py - y0, px - x0, f]
+            t_final[c, py, px] = trans[py - y0, px - x0]
+            last[c, py, px] = stop[py - y0, px - x0]
+
+
+@njit(parallel=True, cache=True)
+def _forward(offsets, ids, means2d, conics, opac, feats, width, height, tile):
+    """Blend all (camera, tile) pairs on all cores; returns Σw·f, final T and per-pixel list stop."""
+    C, nf = means2d.shape[0], feats.shape[2]
+    out, t_final, last = np.zeros((C, height, width, nf)), np.ones((C, height, width)), np.zeros((C, height, width), np.int64)
+    for t in prange(offsets.shape[0] - 1):
+        _forward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, tile, out, t_final, last)
     return out, t_final, last
+
+
+@njit(cache=True)
+def _forward_serial(offsets, ids, means2d, conics, opac, feats, width, height, tile):
+    """:func:`_forward` on one thread (forked children)."""
+    C, nf = means2d.shape[0], feats.shape[2]
+    out, t_final, last = np.zeros((C, height, width, nf)), np.ones((C, height, width)), np.zeros((C, height, width), np.int64)
+    for t in range(offsets.shape[0] - 1):
+        _forward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, tile, out, t_final, last)
+    return out, t_final, last
+
+
+@njit(cache=True)
+def _backward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, tile, t_final, last, g_feat, g_alpha, rows):
+    """Gradient rows of tile ``t``'s intersections (one row per list entry); Gaussians are visited back to front with the same
+    row/column spans as the forward, each pixel only for the Gaussians it blended."""
+    nf = feats.shape[2]
+    ntx = (width + tile - 1) // tile
+    nty = (height + tile - 1) // tile
+    c = t // (ntx * nty)
+    y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
+    y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
+    start, end = offsets[t], offsets[t + 1]
+    if end == start:
+        return
+    buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
+    trans = np.empty((tile, tile))
+    for py in range(y0, y1):
+        for px in range(x0, x1):
+            trans[py - y0, px - x0] = t_final[c, py, px]
+    behind = np.zeros((tile, tile, nf))
+    for j in range(end - start - 1, -1, -1):
+        r = start + j
+        r0, r1 = _row_range(buf, j, y0, y1)
+        for py in range(r0, r1 + 1):
+            dy = buf[j, 1] - (py + 0.5)
+            c0, c1 = _col_range(buf, j, dy, x0, x1)
+            for px in range(c0, c1 + 1):
+                if j >= last[c, py, px]:
+                    continue
+                ly, lx = py - y0, px - x0
+                dx = buf[j, 0] - (px + 0.5)
+                sigma = 0.5 * (buf[j, 2] * dx * dx + buf[j, 4] * dy * dy) + buf[j, 3] * dx * dy
+                if sigma < 0.0 or sigma > buf[j, 6]:
+                    continue
+                gauss = math.exp(-sigma)
+                raw = buf[j, 5] * gauss
+                alpha = min(MAX_ALPHA, raw)
+                if alpha < ALPHA_THRESHOLD:
+                    continue
+                one_m = 1.0 - alpha
+                T = trans[ly, lx] / one_m  # transmittance in front of Gaussian j
+                trans[ly, lx] = T
+                w = alpha * T
+                # dL/dα: own colour minus what it hides behind it, plus the silhouette term.
+                d_alpha = g_alpha[c, py, px] * t_final[c, py, px] / one_m
+                for f in range(nf):
+                    gf = g_feat[c, py, px, f]
+                    rows[r, 6 + f] += gf * w
+                    d_alpha += gf * (buf[j, 7 + f] * T - behind[ly, lx, f] / one_m)
+                    behind[ly, lx, f] += buf[j, 7 + f] * w
+                if raw >= MAX_ALPHA:
+                    continue  # clamped: α does not depend on the Gaussian's parameters
+                rows[r, 5] += d_alpha * gauss
+                d_sigma = -d_alpha * raw
+                rows[r, 0] += d_sigma * (buf[j, 2] * dx + buf[j, 3] * dy)
+                rows[r, 1] += d_sigma * (buf[j, 4] * dy + buf[j, 3] * dx)
+                rows[r, 2] += d_sigma * 0.5 * dx * dx
+                rows[r, 3] += d_sigma * dx * dy
+                rows[r, 4] += d_sigma * 0.5 * dy * dy
 
 
 @njit(parallel=True, cache=True)
 def _backward(offsets, ids, means2d, conics, opac, feats, width, height, tile, t_final, last, g_feat, g_alpha):
-    """Per-intersection gradient rows (K, 10); Gaussians are visited back to front with the same
-    row/column spans as the forward, each pixel only for the Gaussians it blended."""
-    C, nf = means2d.shape[0], feats.shape[2]
-    ntx = (width + tile - 1) // tile
-    nty = (height + tile - 1) // tile
-    rows = np.zeros((ids.shape[0], 6 + nf))
-    for t in prange(C * ntx * nty):
-        c = t // (ntx * nty)
-        y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
-        y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
-        start, end = offsets[t], offsets[t + 1]
-        if end == start:
-            continue
-        buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
-        trans = np.empty((tile, tile))
-        for py in range(y0, y1):
-            for px in range(x0, x1):
-                trans[py - y0, px - x0] = t_final[c, py, px]
-        behind = np.zeros((tile, tile, nf))
-        for j in range(end - start - 1, -1, -1):
-            r = start + j
-            r0, r1 = _row_range(buf, j, y0, y1)
-            for py in range(r0, r1 + 1):
-                dy = buf[j, 1] - (py + 0.5)
-                c0, c1 = _col_range(buf, j, dy, x0, x1)
-                for px in range(c0, c1 + 1):
-                    if j >= last[c, py, px]:
-                        continue
-                    ly, lx = py - y0, px - x0
-                    dx = buf[j, 0] - (px + 0.5)
-                    sigma = 0.5 * (buf[j, 2] * dx * dx + buf[j, 4] * dy * dy) + buf[j, 3] * dx * dy
-                    if sigma < 0.0 or sigma > buf[j, 6]:
-                        continue
-                    gauss = math.exp(-sigma)
-                    raw = buf[j, 5] * gauss
-                    alpha = min(MAX_ALPHA, raw)
-                    if alpha < ALPHA_THRESHOLD:
-                        continue
-                    one_m = 1.0 - alpha
-                    T = trans[ly, lx] / one_m  # transmittance in front of Gaussian j
-                    trans[ly, lx] = T
-                    w = alpha * T
-                    # dL/dα: own colour minus what it hides behind it, plus the silhouette term.
-                    d_alpha = g_alpha[c, py, px] * t_final[c, py, px] / one_m
-                    for f in range(nf):
-                        gf = g_feat[c, py, px, f]
-                        rows[r, 6 + f] += gf * w
-                        d_alpha += gf * (buf[j, 7 + f] * T - behind[ly, lx, f] / one_m)
-                        behind[ly, lx, f] += buf[j, 7 + f] * w
-                    if raw >= MAX_ALPHA:
-                        continue  # clamped: α does not depend on the Gaussian's parameters
-                    rows[r, 5] += d_alpha * gauss
-                    d_sigma = -d_alpha * raw
-                    rows[r, 0] += d_sigma * (buf[j, 2] * dx + buf[j, 3] * dy)
-                    rows[r, 1] += d_sigma * (buf[j, 4] * dy + buf[j, 3] * dx)
-                    rows[r, 2] += d_sigma * 0.5 * dx * dx
-                    rows[r, 3] += d_sigma * dx * dy
-                    rows[r, 4] += d_sigma * 0.5 * dy * dy
+    """Per-intersection gradient rows (K, 10) for all tiles, on all cores (tiles own disjoint rows)."""
+    rows = np.zeros((ids.shape[0], 6 + feats.shape[2]))
+    for t in prange(offsets.shape[0] - 1):
+        _backward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, tile, t_final, last, g_feat, g_alpha, rows)
+    return rows
+
+
+@njit(cache=True)
+def _backward_serial(offsets, ids, means2d, conics, opac, feats, width, height, tile, t_final, last, g_feat, g_alpha):
+    """:func:`_backward` on one thread (forked children)."""
+    rows = np.zeros((ids.shape[0], 6 + feats.shape[2]))
+    for t in range(offsets.shape[0] - 1):
+        _backward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, tile, t_final, last, g_feat, g_alpha, rows)
     return rows
 
 
@@ -250,16 +284,38 @@ def _reduce_rows(rows, offsets, ids, C, n, tiles_per_cam):
     return out
 
 
+# Numba's parallel layer here is GNU OpenMP, which kills a forked child that starts a parallel
+# region after the parent used one (e.g. DataLoader workers that render). Forked children
+# therefore run the same tile code through the serial drivers.
+_in_forked_child = False
+
+
+def _mark_forked_child() -> None:
+    global _in_forked_child
+    _in_forked_child = True
+
+
+os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def _kernels():
+    """(forward, backward) kernels safe to call in this process."""
+    return (_forward_serial, _backward_serial) if _in_forked_child else (_forward, _backward)
+
+
 def _np64(t: torch.Tensor) -> np.ndarray:
+    """Detached, contiguous float64 NumPy copy (the kernels' one dtype)."""
     return np.ascontiguousarray(t.detach().cpu().to(torch.float64).numpy())
 
 
 class _BlendFunction(torch.autograd.Function):
+    """Screen-space blend with the hand-written backward; integer inputs carry no gradient."""
+
     @staticmethod
     def forward(ctx, means2d, conics, opac, feats, radii, order, n_valid, width, height):
         m2, co, op, fe = _np64(means2d), _np64(conics), _np64(opac), _np64(feats)
         offsets, ids = _bin_gaussians(m2, radii, order, n_valid, width, height, TILE)
-        out, t_final, last = _forward(offsets, ids, m2, co, op, fe, width, height, TILE)
+        out, t_final, last = _kernels()[0](offsets, ids, m2, co, op, fe, width, height, TILE)
         ctx.state = (m2, co, op, fe, offsets, ids, t_final, last, width, height)
         ctx.dtype = means2d.dtype
         return torch.from_numpy(out).to(means2d.dtype), torch.from_numpy(1.0 - t_final).to(means2d.dtype)
@@ -270,7 +326,7 @@ class _BlendFunction(torch.autograd.Function):
         C, n = m2.shape[0], m2.shape[1]
         gf = np.zeros(fe.shape[:1] + (height, width, fe.shape[2])) if g_feat is None else _np64(g_feat)
         ga = np.zeros((C, height, width)) if g_alpha is None else _np64(g_alpha)
-        rows = _backward(offsets, ids, m2, co, op, fe, width, height, TILE, t_final, last, gf, ga)
+        rows = _kernels()[1](offsets, ids, m2, co, op, fe, width, height, TILE, t_final, last, gf, ga)
         ntx, nty = -(-width // TILE), -(-height // TILE)
         grads = torch.from_numpy(_reduce_rows(rows, offsets, ids, C, n, ntx * nty)).to(ctx.dtype)
         return grads[..., 0:2], grads[..., 2:5], grads[..., 5], grads[..., 6:], None, None, None, None, None

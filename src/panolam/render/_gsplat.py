@@ -11,6 +11,8 @@ back Σw·rgb, Σw·z and α.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from panolam.gaussians import Gaussians
@@ -28,7 +30,7 @@ class GsplatUnavailableError(RuntimeError):
     """gsplat is missing or its CUDA extension cannot be built/loaded."""
 
 
-def load_gsplat_rasterization():
+def load_gsplat_rasterization() -> Callable:
     """Import gsplat's ``rasterization`` or raise :class:`GsplatUnavailableError` with install advice."""
     try:
         from gsplat import rasterization
@@ -38,16 +40,17 @@ def load_gsplat_rasterization():
 
 
 def gsplat_arguments(gaussians: Gaussians, cameras: Cameras) -> dict:
-    """Keyword arguments for ``gsplat.rasterization`` equivalent to our CPU rules."""
-    device, dtype = gaussians.means.device, gaussians.means.dtype
+    """Keyword arguments for ``gsplat.rasterization`` equivalent to our CPU rules (float32: gsplat's
+    kernels only take float32; autograd carries gradients back through the casts)."""
+    device, f32 = gaussians.means.device, torch.float32
     return dict(
-        means=gaussians.means,
-        quats=gaussians.quats,
-        scales=gaussians.scales,
-        opacities=gaussians.opacities,
-        colors=gaussians.colors,
-        viewmats=cameras.world_to_cam.to(device=device, dtype=dtype),
-        Ks=cameras.K.to(device=device, dtype=dtype),
+        means=gaussians.means.to(f32),
+        quats=gaussians.quats.to(f32),
+        scales=gaussians.scales.to(f32),
+        opacities=gaussians.opacities.to(f32),
+        colors=gaussians.colors.to(f32),
+        viewmats=cameras.world_to_cam.to(device=device, dtype=f32),
+        Ks=cameras.K.to(device=device, dtype=f32),
         width=int(cameras.width),
         height=int(cameras.height),
         near_plane=NEAR_PLANE,
@@ -73,13 +76,15 @@ def rasterize_gsplat(gaussians: Gaussians, cameras: Cameras) -> tuple[torch.Tens
         raise GsplatUnavailableError(f"{INSTALL_HINT} (CUDA extension failed: {err})") from err
 
 
-def render_with(rasterization, gaussians: Gaussians, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+def render_with(rasterization: Callable, gaussians: Gaussians, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
     """Call a gsplat-compatible ``rasterization`` and convert its output to our convention."""
     if len(gaussians) == 0:
         zeros = gaussians.means.new_zeros(len(cameras), cameras.height, cameras.width, 4)
         return zeros, zeros[..., 0]
     render, alphas, _ = rasterization(**gsplat_arguments(gaussians, cameras))
-    return split_gsplat_render(render, alphas)
+    feats, alpha = split_gsplat_render(render, alphas)
+    dtype = gaussians.means.dtype
+    return feats.to(dtype), alpha.to(dtype)
 
 
 def split_gsplat_render(render: torch.Tensor, alphas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,7 +106,9 @@ def project(gaussians: Gaussians, cameras: Cameras) -> Projected:
     return Projected(means2d, conics, z, opacities, radii, valid, order)
 
 
-def _radii_and_visibility(means2d, a, c, opacities, valid, width: int, height: int):
+def _radii_and_visibility(
+    means2d: torch.Tensor, a: torch.Tensor, c: torch.Tensor, opacities: torch.Tensor, valid: torch.Tensor, width: int, height: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Opacity-aware per-axis box (gsplat 1.5) and the final visibility mask."""
     o = opacities.detach()
     valid = valid & (o >= ALPHA_THRESHOLD)

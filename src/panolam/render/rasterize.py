@@ -78,6 +78,7 @@ def _rasterize_cpu(gaussians: Gaussians, cameras: Cameras, backend: str) -> tupl
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
+    """The concrete backend for ``backend`` and the tensors' device."""
     if backend == "auto":
         if device.type == "cuda":
             return "gsplat"
@@ -109,7 +110,7 @@ def _check_inputs(gaussians: Gaussians, cameras: Cameras, backend: str) -> None:
         raise TypeError(f"Gaussians must be floating point, got {gaussians.means.dtype}")
 
 
-def _background(background, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _background(background: float | Sequence[float] | torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     bg = torch.as_tensor(background, dtype=dtype, device=device).detach()
     if bg.ndim == 0:
         bg = bg.expand(3)

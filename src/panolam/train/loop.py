@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from panolam.config import PanoLAMConfig
 from panolam.data.dataset import MultiViewDataset, collate
 from panolam.gaussians.ply import atomic_write_bytes
-from panolam.model.checkpoint import WEIGHTS_NAME, save_model
+from panolam.model.checkpoint import load_weights_into, save_model
 from panolam.model.panolam import PanoLAM
 from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
 from panolam.train.losses import PanoLAMLoss
@@ -226,16 +226,14 @@ class Trainer:
 
     def resume(self) -> bool:
         """Restore the newest checkpoint under OUT; False when there is none."""
-        from safetensors.torch import load_file
-
         path = latest_checkpoint(self.out)
         if path is None:
             return False
         state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=False)
         if state["world_size"] != self.world:
             raise ValueError(f"{path} was written by {state['world_size']} processes; resume it with the same number (have {self.world})")
-        weights = load_file(str(path / "model" / WEIGHTS_NAME), device="cpu")
-        self.accel.unwrap_model(self.model).load_state_dict(weights, strict=True)
+        # Goes through the checkpoint loader: a frozen pretrained encoder is not in the file.
+        load_weights_into(self.accel.unwrap_model(self.model), path / "model")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])

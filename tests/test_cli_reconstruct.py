@@ -1,0 +1,79 @@
+"""End-to-end: the `reconstruct` and `render` commands on the tiny config (untrained weights)."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import plyfile
+import pytest
+from PIL import Image
+from skimage import data
+
+from panolam.cli import main
+from panolam.gaussians.ply import load_ply, save_ply
+from panolam.render.preview import render_cameras
+from panolam.geometry.cameras import named_views
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("photos") / "astro.jpg"
+    Image.fromarray(data.astronaut()).save(path, quality=92)
+    return path
+
+
+@pytest.mark.slow
+def test_reconstruct_writes_head_previews_and_turntable(tmp_path, photo, capsys, monkeypatch):
+    monkeypatch.delenv("PANOLAM_CHECKPOINT", raising=False)
+    rc = main(["reconstruct", str(photo), "-o", str(tmp_path), "--config", "tiny", "--size", "64", "--frames", "4"])
+    assert rc == 0
+    out = tmp_path / "astro"
+    ply = plyfile.PlyData.read(str(out / "head.ply"))
+    assert ply["vertex"].count == 1000  # tiny preset: M_D dense Gaussians
+    sheet = iio.imread(out / "views.png")
+    assert sheet.shape == (64, 64 * 5, 3)  # input + front/left/right/back
+    assert iio.imread(out / "turntable.gif").shape[0] == 4
+    assert (out / "turntable.mp4").stat().st_size > 0 and (out / "head.splat").stat().st_size == 1000 * 32
+    timings = json.loads((out / "timings.json").read_text())
+    assert timings["trained"] is False and timings["reconstruct_s"] > 0
+    captured = capsys.readouterr()
+    assert "reconstruct" in captured.out and "UNTRAINED" in captured.err
+
+
+def test_reconstruct_reports_bad_photos_and_goes_on(tmp_path, photo, capsys):
+    bad = tmp_path / "notimage.jpg"
+    bad.write_text("hello")
+    rc = main(["reconstruct", str(bad), str(photo), "-o", str(tmp_path / "o"), "--config", "tiny", "--size", "64", "--frames", "0"])
+    assert rc == 1
+    assert "notimage.jpg" in capsys.readouterr().err
+    assert (tmp_path / "o" / "astro" / "head.ply").exists() and not (tmp_path / "o" / "notimage").exists()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, photo, capsys):
+    rc = main(["reconstruct", str(photo), "-o", str(tmp_path), "--checkpoint", str(tmp_path / "nope")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_render_command_matches_direct_render(tmp_path):
+    import torch
+
+    from panolam.gaussians import Gaussians
+
+    g = Gaussians(
+        means=torch.randn(200, 3) * 0.15, quats=torch.nn.functional.normalize(torch.randn(200, 4), dim=-1),
+        scales=torch.full((200, 3), 0.02), opacities=torch.full((200,), 0.8), colors=torch.rand(200, 3),
+    )
+    save_ply(g, tmp_path / "head.ply")
+    assert main(["render", str(tmp_path / "head.ply"), "--size", "48", "--views", "front,back", "--yaw", "45", "--turntable", "--frames", "3"]) == 0
+    sheet = iio.imread(tmp_path / "views.png")
+    direct = render_cameras(load_ply(tmp_path / "head.ply"), named_views(("front", "back"), size=48))
+    # The sheet's tiles carry a caption box in the top-left corner; compare below it.
+    assert np.abs(sheet[20:, :48].astype(int) - direct[0, 20:].astype(int)).max() <= 1
+    assert np.abs(sheet[20:, 48:].astype(int) - direct[1, 20:].astype(int)).max() <= 1
+    assert (tmp_path / "yaw+45_pitch+0.png").exists() and iio.imread(tmp_path / "turntable.gif").shape[0] == 3
+
+
+def test_render_rejects_bad_ply_and_views(tmp_path, capsys):
+    (tmp_path / "x.ply").write_bytes(b"garbage")
+    assert main(["render", str(tmp_path / "x.ply")]) == 2
+    assert "not a PLY" in capsys.readouterr().err
