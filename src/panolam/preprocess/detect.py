@@ -9,9 +9,11 @@ thread-safe, so every call holds a lock (the web app serves requests from severa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
+import sys
 import threading
 
 import numpy as np
@@ -21,6 +23,25 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_quiet():
+    """Hide MediaPipe's C++ (absl) start-up warnings, which ignore GLOG_minloglevel, by pointing fd 2 at
+    /dev/null around its calls. Python exceptions are unaffected; PANOLAM_DEBUG=1 keeps the output."""
+    if os.environ.get("PANOLAM_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 # Face-mesh indices (MediaPipe canonical topology): eye corners and mouth corners.
 RIGHT_EYE = (33, 133)  # subject's right eye = left side of the image
@@ -70,7 +91,7 @@ def detect_faces(rgb: np.ndarray, with_mesh: bool = True) -> list[Face]:
     """All faces, ordered left to right by box centre; landmarks from the mesh pass when ``with_mesh``."""
     rgb = np.ascontiguousarray(rgb[..., :3])
     h, w = rgb.shape[:2]
-    with _LOCK:
+    with _LOCK, _native_quiet():
         result = _models()["detector"].process(rgb)
     faces = []
     for det in result.detections or []:
@@ -97,7 +118,7 @@ def _refine_with_mesh(rgb: np.ndarray, face: Face) -> None:
     # photo -> crop similarity (scale + translation) so the crop is centred on the face
     a = np.array([[s, 0, crop_size / 2 - s * cx], [0, s, crop_size / 2 - s * cy]])
     crop = cv2.warpAffine(rgb, a, (crop_size, crop_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    with _LOCK:
+    with _LOCK, _native_quiet():
         result = _models()["mesh"].process(crop)
     if not result.multi_face_landmarks:
         return
@@ -116,6 +137,6 @@ def _refine_with_mesh(rgb: np.ndarray, face: Face) -> None:
 def person_mask(rgb: np.ndarray) -> np.ndarray:
     """Soft person mask (H, W) float32 in [0, 1] from the selfie segmenter."""
     rgb = np.ascontiguousarray(rgb[..., :3])
-    with _LOCK:
+    with _LOCK, _native_quiet():
         mask = _models()["selfie"].process(rgb).segmentation_mask
     return np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
