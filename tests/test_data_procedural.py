@@ -78,3 +78,14 @@ def test_cli_synth_info_resume(tmp_path, capsys):
     assert "train: 2/2 subjects" in text and "test: 1/1 subjects" in text and "360" in text
     assert main(["data", "synth", "--out", str(out), "--subjects", "2", "--shard", "3/2"]) == 2
     assert main(["data", "info", str(tmp_path / "nothing")]) == 2
+
+
+def test_growing_a_dataset_refills_its_last_shard(tmp_path, capsys):
+    out = tmp_path / "ds"
+    base = ["data", "synth", "--out", str(out), "--views", "8", "--size", "24", "--subjects-per-shard", "2", "--no-progress"]
+    assert main([*base, "--subjects", "3"]) == 0  # shards: [0, 1], [2]
+    capsys.readouterr()
+    assert main([*base, "--subjects", "4"]) == 0  # [0, 1] done; [2] must become [2, 3]
+    assert "wrote 2 subjects, 2 already done" in capsys.readouterr().out
+    assert main(["data", "info", str(out)]) == 0
+    assert "train: 4/4 subjects" in capsys.readouterr().out

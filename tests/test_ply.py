@@ -91,3 +91,11 @@ def test_splat_export_layout(tmp_path):
     order = torch.argsort(-(g.scales.prod(-1) * g.opacities))
     assert np.allclose(raw["xyz"], g.means[order].numpy())
     assert np.abs(raw["rgba"][:, 3] / 255 - g.opacities[order].numpy()).max() < 1 / 255
+
+
+def test_file_round_trip_is_bit_exact_even_for_saturated_opacities(tmp_path):
+    g = random_gaussians(200)
+    g.opacities[:10] = torch.tensor([1e-9, 1 - 1e-9, 0.999999, 1e-6, 0.5, 1.0 - 2e-8, 3e-8, 0.9999, 1e-4, 0.99999])
+    save_ply(g, tmp_path / "a.ply")
+    save_ply(load_ply(tmp_path / "a.ply", dtype=torch.float64), tmp_path / "b.ply")
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()

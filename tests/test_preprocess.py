@@ -56,10 +56,12 @@ def test_astronaut_mask_covers_face_not_corners(framed):
     x0, y0, x1, y1 = framed.face_box.round().astype(int)
     inner = framed.alpha[y0 + (y1 - y0) // 4: y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4: x1 - (x1 - x0) // 4]
     assert inner.mean() > 0.95
-    k = SIZE // 10
-    for corner in (framed.alpha[:k, :k], framed.alpha[:k, -k:]):
-        assert corner.max() == 0
-    assert (framed.image[:k, :k] == 255).all(), "background must be exactly the chosen colour (white)"
+    # The training framing fills the image with the head (her hair reaches the top corners and
+    # nearly the right edge); the background beside her face, at eye height, must be removed.
+    k, eye_y = SIZE // 32, int(EYE_CENTER[1] * SIZE)
+    for side in (framed.alpha[eye_y - k // 2: eye_y + k // 2, :k], framed.alpha[eye_y - k // 2: eye_y + k // 2, -k:]):
+        assert side.max() == 0
+    assert (framed.image[eye_y - k: eye_y + k, :k] == 255).all(), "background must be exactly the chosen colour (white)"
     assert framed.rgba.shape == (SIZE, SIZE, 4)
     np.testing.assert_array_equal(framed.rgba[..., 3], np.clip(framed.alpha * 255 + 0.5, 0, 255).astype(np.uint8))
 
@@ -231,3 +233,25 @@ def test_cli_preprocess_writes_outputs(tmp_path, astronaut, capsys):
     assert "framed by face" in capsys.readouterr().out
     assert main(["preprocess", str(tmp_path / "astro.jpg"), "-o", str(tmp_path / "o2"), "--index", "3"]) == 2
     assert "--index 3" in capsys.readouterr().err
+
+
+def test_framing_constants_match_the_training_renders():
+    """The face lands where training renders put the template's eyes and mouth (mean front camera)."""
+    import torch
+
+    from panolam.geometry.cameras import Cameras
+    from panolam.geometry.template import REGION_NAMES, load_template
+    from panolam.preprocess.framing import EYE_CENTER, EYE_TO_MOUTH
+
+    t = load_template()
+    cam = Cameras.orbit(0.0, 0.0, 2.7, 18.837, 1)
+
+    def centroid(*names):
+        ids = [REGION_NAMES.index(n) for n in names]
+        p = t.vertices[torch.isin(t.regions, torch.tensor(ids))].mean(0)
+        c = cam.world_to_cam[0, :3, :3] @ p + cam.world_to_cam[0, :3, 3]
+        return (cam.K[0] @ c)[:2] / c[2]
+
+    eye, mouth = centroid("eye_l", "eye_r"), centroid("lips")
+    assert abs(float(eye[1]) - EYE_CENTER[1]) < 0.04 and abs(float(eye[0]) - EYE_CENTER[0]) < 0.01
+    assert abs(float((mouth - eye).norm()) - EYE_TO_MOUTH) < 0.02

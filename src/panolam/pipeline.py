@@ -43,11 +43,27 @@ def find_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
         path = Path(checkpoint)
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist (train one with `panolam train`, or omit --checkpoint for the shipped model)")
-        return path
+        return resolve_checkpoint(path)
     env = os.environ.get("PANOLAM_CHECKPOINT")
     if env:
         return find_checkpoint(env)
     return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / "panolam.json").exists() else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """Accept a model directory, a training checkpoint ``step_XXXXXXXX/`` or a run directory (its latest checkpoint)."""
+    from panolam.model.checkpoint import META_NAME
+    from panolam.train.loop import latest_checkpoint
+
+    p = Path(path)
+    if (p / META_NAME).is_file() or p.is_file():
+        return p
+    if (p / "model" / META_NAME).is_file():
+        return p / "model"
+    if p.is_dir() and (latest := latest_checkpoint(p)) is not None:
+        return latest / "model"
+    raise FileNotFoundError(f"--checkpoint {p}: no PanoLAM checkpoint there (expected {META_NAME}, model/{META_NAME} "
+                            "or checkpoints/latest of a training run)")
 
 
 class Reconstructor:

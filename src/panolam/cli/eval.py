@@ -37,8 +37,9 @@ def _label(checkpoint: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from panolam.eval.evaluate import evaluate, model_reconstructor, resolve_checkpoint, template_baseline
+    from panolam.eval.evaluate import evaluate, model_reconstructor, template_baseline
     from panolam.eval.report import write_report
+    from panolam.pipeline import resolve_checkpoint
 
     if args.checkpoint is None and args.baseline is None:
         raise UserError("give --checkpoint (and/or --baseline template)")

@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         assert len(bg) == 3
     except (ValueError, AssertionError):
         raise UserError(f"--background {args.background!r}: give three numbers in [0,1], e.g. 1,1,1") from None
+    if args.turntable and args.frames < 1:
+        raise UserError(f"--frames must be >= 1 for a turntable, got {args.frames}")
+    if args.size < 8:
+        raise UserError(f"--size must be >= 8 pixels, got {args.size}")
     names = tuple(n.strip() for n in args.views.split(",") if n.strip())
     unknown = [n for n in names if n not in NAMED_VIEWS_YAW]
     if unknown:

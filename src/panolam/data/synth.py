@@ -116,10 +116,13 @@ def generate_dataset(root: str | Path, generator: Generator, settings: SynthSett
               "background": list(settings.background), "seed": settings.seed, "subjects_per_shard": settings.subjects_per_shard,
               "test_seed_offset": TEST_SEED_OFFSET, "planned": {"train": n_train, "test": n_test}}
     init_manifest(root, header)
-    done = {s.name for s in completed_shards(root)}
+    # A shard counts as done only if it holds exactly the planned subjects: growing a dataset
+    # (more --subjects) regenerates its last, partly filled shard instead of skipping it.
+    done_subjects = {s.name: list(s.subjects) for s in completed_shards(root)}
     plans = my_shards(plan_shards(n_train, n_test, settings.subjects_per_shard), shard_index, num_shards)
-    todo = [p for p in plans if p.name not in done]
-    skipped = sum(len(p.subjects) for p in plans if p.name in done)
+    is_done = lambda p: done_subjects.get(p.name) == [subject_id(p.split, i) for i in p.subjects]  # noqa: E731
+    todo = [p for p in plans if not is_done(p)]
+    skipped = sum(len(p.subjects) for p in plans if is_done(p))
     bar = _progress(sum(len(p.subjects) for p in plans), skipped, progress)
     written = 0
     for plan in todo:

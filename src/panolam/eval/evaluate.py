@@ -324,7 +324,7 @@ def _warm_up(fn: ReconstructFn, sample: dict, size: int) -> None:
 
 def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.device = "auto") -> ReconstructFn:
     """A network checkpoint (a model dir, a ``step_XXXXXXXX`` dir or a training run dir) as a :data:`ReconstructFn`."""
-    from panolam.pipeline import Reconstructor
+    from panolam.pipeline import Reconstructor, resolve_checkpoint
 
     rec = Reconstructor(resolve_checkpoint(checkpoint), device=device)
     size = rec.model_cfg.image_size
@@ -335,22 +335,6 @@ def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.devic
         return rec.model(x).dense[0]
 
     return fn
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """Accept a model directory, a training checkpoint ``step_XXXXXXXX/`` or a run directory (its latest checkpoint)."""
-    from panolam.model.checkpoint import META_NAME
-    from panolam.train.loop import latest_checkpoint
-
-    p = Path(path)
-    if (p / META_NAME).is_file() or p.is_file():
-        return p
-    if (p / "model" / META_NAME).is_file():
-        return p / "model"
-    if p.is_dir() and (latest := latest_checkpoint(p)) is not None:
-        return latest / "model"
-    raise FileNotFoundError(f"--checkpoint {p}: no PanoLAM checkpoint there (expected {META_NAME}, model/{META_NAME} "
-                            "or checkpoints/latest of a training run)")
 
 
 def template_baseline(template: str = "builtin", vertices: int = 5023, opacity: float = 0.95,

@@ -19,7 +19,9 @@ from panolam.gaussians.container import SH_C0, Gaussians
 
 PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
               "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-_EPS = 1e-7
+# Opacities are clamped to [1e-8, 1 - 1e-8] (|logit| <= 18.4) before the logit: within that range the
+# float64 sigmoid/logit pair is exact to far below float32 resolution, so files round-trip bit-exactly.
+_EPS = 1e-8
 
 
 class PlyFormatError(ValueError):
@@ -108,8 +110,12 @@ _PLY_TYPES = {"float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8
               "int": "<i4", "int32": "<i4", "uint": "<u4", "uint32": "<u4"}
 
 
-def load_ply(path: str | Path) -> Gaussians:
-    """Read a 3DGS PLY written by us or another 3DGS tool; raises :class:`PlyFormatError` with the reason."""
+def load_ply(path: str | Path, dtype: torch.dtype = torch.float32) -> Gaussians:
+    """Read a 3DGS PLY written by us or another 3DGS tool; raises :class:`PlyFormatError` with the reason.
+
+    Activations run in float64; with ``dtype=torch.float64`` a PLY -> Gaussians -> PLY round trip
+    is bit-exact for opacity logits within ±18.4 (float32 saturates sigmoid(opacity) above ~17).
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -117,23 +123,23 @@ def load_ply(path: str | Path) -> Gaussians:
         raise PlyFormatError(f"cannot read {path}: {e.strerror or e}") from e
     count, props, offset, fmt = _parse_header(raw, path)
     try:
-        dtype = np.dtype([(n, _PLY_TYPES[t]) for n, t in props])
+        layout = np.dtype([(n, _PLY_TYPES[t]) for n, t in props])
     except KeyError as e:
         raise PlyFormatError(f"{path}: unsupported property type {e.args[0]!r}") from e
-    missing = [n for n in PLY_FIELDS if n not in dtype.names and n not in ("nx", "ny", "nz")]
+    missing = [n for n in PLY_FIELDS if n not in layout.names and n not in ("nx", "ny", "nz")]
     if missing:
         raise PlyFormatError(f"{path}: not a 3DGS PLY, missing vertex properties {missing}")
     if fmt == "ascii":
         rows = raw[offset:].decode("ascii").split("\n")[:count]
         if len(rows) < count:
             raise PlyFormatError(f"{path}: truncated (header says {count} vertices, found {len(rows)})")
-        arr = np.array([tuple(float(v) for v in r.split()) for r in rows], dtype=dtype)
+        arr = np.array([tuple(float(v) for v in r.split()) for r in rows], dtype=layout)
     else:
-        need = count * dtype.itemsize
+        need = count * layout.itemsize
         if len(raw) - offset < need:
             raise PlyFormatError(f"{path}: truncated (header says {count} vertices = {need} bytes, file has {len(raw) - offset})")
-        arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
-    col = lambda n: torch.from_numpy(np.ascontiguousarray(arr[n], dtype=np.float32))  # noqa: E731
+        arr = np.frombuffer(raw, dtype=layout, count=count, offset=offset)
+    col = lambda n: torch.from_numpy(np.ascontiguousarray(arr[n], dtype=np.float64))  # noqa: E731
     stack = lambda names: torch.stack([col(n) for n in names], dim=-1)  # noqa: E731
     quats = stack([f"rot_{i}" for i in range(4)])
     norm = quats.norm(dim=-1, keepdim=True)
@@ -145,7 +151,7 @@ def load_ply(path: str | Path) -> Gaussians:
         scales=torch.exp(stack([f"scale_{i}" for i in range(3)])),
         opacities=torch.sigmoid(col("opacity")),
         colors=stack([f"f_dc_{i}" for i in range(3)]) * SH_C0 + 0.5,
-    )
+    ).to("cpu", dtype)
 
 
 def save_splat(g: Gaussians, path: str | Path) -> None:

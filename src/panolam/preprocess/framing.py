@@ -22,20 +22,23 @@ from panolam.preprocess.detect import Face, detect_faces, person_mask
 from panolam.preprocess.io import PreprocessError, check_photo
 from panolam.preprocess.matting import keep_region, refine_alpha
 
-# Face framing, as fractions of the output side. Tuned so the face lands where the training
-# renders put it (eyes a bit above the centre, eye-to-mouth ≈ a sixth of the image); tweak here.
-EYE_CENTER = (0.5, 0.42)
-EYE_TO_MOUTH = 0.17
+# Face framing, as fractions of the output side, measured on the training framing: MediaPipe on
+# front renders of procedural heads (mean camera) gives eyes at (0.504, 0.425) and eye-to-mouth
+# 0.239 ± 0.026; the template's eye/lip centroids project to y 0.464 and 0.231
+# (tests/test_preprocess.py checks the template numbers).
+EYE_CENTER = (0.5, 0.43)
+EYE_TO_MOUTH = 0.23
 # A strongly pitched face foreshortens eye-to-mouth; the eye distance (≈ eye-to-mouth on frontal
 # faces) bounds the scale from below so such faces are not blown up.
 EYE_DISTANCE_WEIGHT = 0.8
 
 # Person-mask fallback: the head is the top of the mask, down to HEAD_ASPECT x its width. Its
 # size/position are calibrated so that on skimage's astronaut (a frontal portrait, where both
-# paths apply) the fallback frames the head like the face path does (0.887 / 0.457 measured).
+# paths apply) the fallback frames the head like the face path does (0.887 / 0.457 measured with
+# eye-to-mouth 0.17 and eyes at 0.42; scaled about the eyes to the constants above).
 HEAD_ASPECT = 1.3
-HEAD_HEIGHT = 0.88  # head-box height (crown to HEAD_ASPECT widths below) as a fraction of the output side
-HEAD_CENTER_Y = 0.46  # vertical centre of that box in the output, as a fraction of the side
+HEAD_HEIGHT = 0.88 * EYE_TO_MOUTH / 0.17  # head-box height (crown to HEAD_ASPECT widths below) / output side
+HEAD_CENTER_Y = EYE_CENTER[1] + 0.04 * EYE_TO_MOUTH / 0.17  # vertical centre of that box / output side
 MIN_PERSON_AREA = 0.005  # masks smaller than this fraction of the photo are noise, not a person
 MAX_PERSON_AREA = 0.75  # a "person" filling the whole photo leaves no way to tell where the head is
 
