@@ -8,7 +8,12 @@ import dataclasses
 @dataclasses.dataclass
 class ModelConfig:
     # Image encoder. "dinov2" = transformers Dinov2Model (weights from encoder_weights, a local
-    # directory or file); "vit" = the same architecture built from the fields below, random init.
+    # directory or file); "vit" = the same architecture built from the fields below, random init;
+    # "vgg" = the pretrained shift-tolerant VGG16 trunk shipped in stlpips-pytorch (encoder_weights
+    # unset, or a local copy of that file), ALWAYS frozen (encoder_frozen is ignored), its
+    # relu3_3/relu4_3/relu5_3 maps pooled to the (image_size // patch_size)^2 token grid and fused;
+    # the vit_* fields and encoder_layers are unused. Train the CPU preset with it by:
+    #   --set model.encoder=vgg --set model.image_size=224
     encoder: str = "dinov2"
     encoder_weights: str | None = None
     encoder_frozen: bool = True

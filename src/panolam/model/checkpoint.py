@@ -5,7 +5,9 @@ A frozen DINOv2 backbone that was read from ``model.encoder_weights`` is NOT sav
 never changes, and at paper size it is 1.2 GB of the 1.6 GB): ``panolam.json`` then records
 ``encoder_excluded`` and loading reads the backbone from ``model.encoder_weights`` again (or from
 ``load_model(..., encoder_weights=...)``). Pass ``include_frozen_encoder=True`` for a checkpoint
-that stands alone. Every other model (trainable or randomly initialised encoder) is saved whole.
+that stands alone. The same holds for the always-frozen ``encoder="vgg"`` trunk: its weights ship in
+the ``stlpips-pytorch`` package (or ``model.encoder_weights``), so they are left out and re-read on
+load. Every other model (trainable or randomly initialised encoder) is saved whole.
 
 Nothing derived from the head template (template vertices, densification matrix) is saved; it is
 rebuilt from the config on load, so a checkpoint of a model built on a user's FLAME file contains no
@@ -191,6 +193,11 @@ def load_weights_into(model: PanoLAM, path_dir_or_file: str | os.PathLike) -> di
     state = _read_weights(where)
     excluded = bool(meta.get("encoder_excluded"))
     if excluded and not model.encoder_is_frozen_pretrained:
+        if model.cfg.encoder == "vgg":
+            raise CheckpointError(
+                f"checkpoint {where} holds no VGG16 encoder trunk (saved without its frozen encoder) and this model's "
+                "trunk was not read from its pretrained weights: build the model with load_encoder_weights=True"
+            )
         raise CheckpointError(
             f"checkpoint {where} holds no DINOv2 backbone weights (saved without its frozen encoder) and this "
             "model's backbone was not read from model.encoder_weights: build the model with encoder_weights set"
@@ -207,6 +214,12 @@ def _build_with_encoder_weights(model_cfg: ModelConfig, encoder_weights: str | N
     try:
         return PanoLAM(cfg, load_encoder_weights=True)
     except EncoderWeightsError as exc:
+        if cfg.encoder == "vgg":
+            raise CheckpointError(
+                f"checkpoint {where} was saved without its frozen VGG16 encoder trunk, which is re-read from "
+                f"{cfg.encoder_weights or 'the stlpips-pytorch package'}; that failed: {exc}. Install "
+                "stlpips-pytorch==0.0.2 or pass the file (load_model(..., encoder_weights=PATH))"
+            ) from exc
         raise CheckpointError(
             f"checkpoint {where} was saved without its frozen DINOv2 backbone, which it reads from "
             f"model.encoder_weights={cfg.encoder_weights!r}; that failed: {exc}. Pass the DINOv2 weights' local "

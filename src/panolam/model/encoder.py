@@ -1,13 +1,18 @@
 """Image encoder (paper eq. 1, DESIGN §2): a DINOv2 ViT whose patch tokens from several depths are
 concatenated on channels and fused by an MLP into the image tokens F_I of width C_t.
 
-Two kinds, both the transformers ``Dinov2Model`` class so that code paths and memory behaviour match:
+Two transformer kinds, both the transformers ``Dinov2Model`` class so that code paths and memory behaviour match:
 ``encoder="dinov2"`` is the real backbone (paper: ViT-L/14, frozen), with weights read ONLY from a
 local path given by ``encoder_weights`` — a Hugging Face directory (``config.json`` +
 ``model.safetensors``) or an official ``dinov2_vit*14_pretrain.pth`` file, whose keys are mapped to
 the transformers layout here. Nothing is ever fetched from a hub; without weights the backbone is
 randomly initialised and a warning says so. ``encoder="vit"`` builds the same class at the small
-sizes of the config, randomly initialised and trainable (the CPU presets). Images come in as
+sizes of the config, randomly initialised and trainable (the CPU presets). ``encoder="vgg"`` is a
+pretrained CNN instead (DESIGN §9): the shift-tolerant VGG16 trunk whose weights ship in
+``stlpips-pytorch`` (see :mod:`panolam.model.cnn_trunk`), ALWAYS frozen whatever ``encoder_frozen``
+says (it is a fixed feature extractor, and then checkpoints need not store it); its relu3_3, relu4_3 and relu5_3 maps
+(slices 3-5, 256/512/512 channels) are average-pooled to the (image_size / patch_size)² token grid,
+concatenated on channels and fused by the same MLP as the DINOv2 layers. Images come in as
 (B, 3, H, W) in [0, 1]; they are resized to ``image_size`` and ImageNet-normalised inside.
 """
 
@@ -22,9 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from panolam.config.model import ModelConfig
+from panolam.model.cnn_trunk import BlurPool, Trunk, load_pretrained_trunk, trunk_for
 
+# ImageNet normalisation. For the "vgg" trunk this equals the LPIPS scaling layer it was trained
+# behind: ((2x - 1) - (2·mean - 1)) / (2·std) = (x - mean) / std.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ENCODERS = ("dinov2", "vit", "vgg")
+VGG_STAGES = (3, 4, 5)  # 1-based VGG16 trunk slices fused by encoder="vgg": relu3_3, relu4_3, relu5_3
+VGG_MIN_SIZE = 32  # four blur-pool halvings with reflect padding 2 need at least this many pixels
 
 
 class EncoderWeightsError(ValueError):
@@ -148,7 +159,7 @@ def build_backbone(cfg: ModelConfig, load_weights: bool = True):
     if cfg.encoder == "vit":
         return Dinov2Model._from_config(_dinov2_config(cfg, cfg.image_size), attn_implementation="sdpa")
     if cfg.encoder != "dinov2":
-        raise ValueError(f"model.encoder must be 'dinov2' or 'vit', got {cfg.encoder!r}")
+        raise ValueError(f"build_backbone builds the transformer encoders 'dinov2' and 'vit', got {cfg.encoder!r}")
     if cfg.encoder_weights and load_weights:
         path = Path(cfg.encoder_weights).expanduser()
         if not path.exists():
@@ -188,28 +199,51 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, cfg: ModelConfig, load_weights: bool = True) -> None:
         super().__init__()
+        if cfg.encoder not in ENCODERS:
+            raise ValueError(f"model.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"model.image_size={cfg.image_size} must be a multiple of patch_size={cfg.patch_size}")
-        bad = [i for i in cfg.encoder_layers if not 1 <= i <= cfg.vit_depth]
-        if bad or not cfg.encoder_layers:
-            raise ValueError(f"model.encoder_layers={cfg.encoder_layers} must be 1-based block indices in 1..{cfg.vit_depth}")
+        self.kind = cfg.encoder
         self.image_size = cfg.image_size
-        self.layers = tuple(cfg.encoder_layers)
-        self.frozen = cfg.encoder_frozen
-        # True when the backbone weights came from a local file: a frozen one then need not be saved.
-        self.pretrained = cfg.encoder == "dinov2" and bool(cfg.encoder_weights) and load_weights
-        self.backbone = build_backbone(cfg, load_weights)
-        self._drop_unused(max(self.layers))
-        dim = self.backbone.config.hidden_size
-        self.skip_tokens = 1 + int(getattr(self.backbone.config, "num_register_tokens", 0) or 0)
+        self.grid = cfg.image_size // cfg.patch_size
+        fused = self._init_vgg(cfg, load_weights) if cfg.encoder == "vgg" else self._init_vit(cfg, load_weights)
         self.fuse = nn.Sequential(
-            nn.Linear(dim * len(self.layers), cfg.c_t), nn.GELU(), nn.Linear(cfg.c_t, cfg.c_t), nn.LayerNorm(cfg.c_t)
+            nn.Linear(fused, cfg.c_t), nn.GELU(), nn.Linear(cfg.c_t, cfg.c_t), nn.LayerNorm(cfg.c_t)
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if self.frozen:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
+
+    def _init_vit(self, cfg: ModelConfig, load_weights: bool) -> int:
+        """DINOv2-class backbone; returns the fused feature width (hidden size x number of layers)."""
+        bad = [i for i in cfg.encoder_layers if not 1 <= i <= cfg.vit_depth]
+        if bad or not cfg.encoder_layers:
+            raise ValueError(f"model.encoder_layers={cfg.encoder_layers} must be 1-based block indices in 1..{cfg.vit_depth}")
+        self.layers = tuple(cfg.encoder_layers)
+        self.frozen = cfg.encoder_frozen
+        # True when the backbone weights came from a local file: a frozen one then need not be saved.
+        self.pretrained = cfg.encoder == "dinov2" and bool(cfg.encoder_weights) and load_weights
+        self.backbone = build_backbone(cfg, load_weights)
+        self._drop_unused(max(self.layers))
+        self.skip_tokens = 1 + int(getattr(self.backbone.config, "num_register_tokens", 0) or 0)
+        return self.backbone.config.hidden_size * len(self.layers)
+
+    def _init_vgg(self, cfg: ModelConfig, load_weights: bool) -> int:
+        """Pretrained shift-tolerant VGG16 trunk; returns the fused width (256 + 512 + 512).
+
+        ``model.encoder_weights`` may name a local copy of an ST-LPIPS VGG16 file; unset, the file
+        shipped in ``stlpips-pytorch`` is read. ``load_weights=False`` builds the trunk untrained
+        (a checkpoint that stored it is about to overwrite it).
+        """
+        if cfg.image_size < VGG_MIN_SIZE:
+            raise ValueError(f"model.image_size={cfg.image_size} is too small for encoder='vgg' (needs >= {VGG_MIN_SIZE})")
+        self.layers = VGG_STAGES
+        self.frozen = True  # a pretrained feature extractor: never trained, so encoder_frozen is ignored
+        self.pretrained = load_weights
+        self.backbone = _vgg_trunk(cfg, load_weights)
+        return sum(self.backbone.channels[i - 1] for i in self.layers)
 
     def _drop_unused(self, last_block: int) -> None:
         """Cut blocks after the deepest fused one (never read) and freeze the mask token (never used:
@@ -236,11 +270,32 @@ class ImageEncoder(nn.Module):
 
         Each block output passes the backbone's final LayerNorm first, as DINOv2's own
         ``get_intermediate_layers(norm=True)`` does: the raw residual stream has a few huge channels.
+        For "vgg": the chosen trunk stages pooled to the token grid, (B, grid², 256 + 512 + 512).
         """
+        if self.kind == "vgg":
+            return self._cnn_tokens(pixels)
         out = self.backbone(pixel_values=pixels, output_hidden_states=True)
         # hidden_states[0] is the embedding output, hidden_states[i] the output of block i (1-based).
         norm = self.backbone.layernorm
         return torch.cat([norm(out.hidden_states[i][:, self.skip_tokens:]) for i in self.layers], dim=-1)
+
+    def _cnn_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Each chosen stage resized to the grid x grid token grid (average pooling when the map is
+        larger, bilinear when smaller: relu5_3 is at ~1/16 of the side, the patch grid at 1/14) and
+        layer-normalised per token without learned parameters — the role DINOv2's final LayerNorm
+        plays for its layers, so that stages of different depth (and scale) enter the MLP balanced."""
+        maps = self.backbone(pixels)
+        size = (self.grid, self.grid)
+        tokens = []
+        for stage in self.layers:
+            f = maps[stage - 1]
+            if f.shape[-2] >= self.grid and f.shape[-1] >= self.grid:
+                f = F.adaptive_avg_pool2d(f, size)
+            else:
+                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
+            f = f.flatten(2).transpose(1, 2)
+            tokens.append(F.layer_norm(f, f.shape[-1:]))
+        return torch.cat(tokens, dim=-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = self.preprocess(images)
@@ -250,3 +305,19 @@ class ImageEncoder(nn.Module):
         else:
             feats = self.backbone_features(pixels)
         return self.fuse(feats)
+
+
+def _vgg_trunk(cfg: ModelConfig, load_weights: bool) -> Trunk:
+    """The shift-tolerant VGG16 trunk up to the deepest fused stage, pretrained unless ``load_weights`` is False."""
+    num_slices = max(VGG_STAGES)
+    if not load_weights:
+        return trunk_for("vgg", shift_tolerant=True, num_slices=num_slices)
+    where = cfg.encoder_weights or "the stlpips-pytorch package"
+    try:
+        trunk = load_pretrained_trunk("vgg", cfg.encoder_weights, num_slices)
+    except (OSError, ValueError) as exc:
+        raise EncoderWeightsError(f"cannot load the VGG16 encoder weights from {where}: {exc}") from exc
+    if not any(isinstance(m, BlurPool) for m in trunk.modules()):
+        # Checkpoints rebuild the trunk without reading a file, always shift tolerant.
+        raise EncoderWeightsError(f"{where}: encoder='vgg' needs a shift-tolerant (ST-LPIPS) VGG16 file, got a vanilla one")
+    return trunk
