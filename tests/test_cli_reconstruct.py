@@ -77,3 +77,22 @@ def test_render_rejects_bad_ply_and_views(tmp_path, capsys):
     (tmp_path / "x.ply").write_bytes(b"garbage")
     assert main(["render", str(tmp_path / "x.ply")]) == 2
     assert "not a PLY" in capsys.readouterr().err
+
+
+def test_checkpoint_resolution_order(tmp_path, monkeypatch):
+    import panolam.pipeline as pipeline
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "panolam.json").write_text("{}")
+    monkeypatch.setattr(pipeline, "DEFAULT_CHECKPOINT", shipped)
+    monkeypatch.delenv("PANOLAM_CHECKPOINT", raising=False)
+    assert pipeline.find_checkpoint(None) == shipped
+    assert pipeline.find_checkpoint(None, use_default=False) is None  # another architecture: untrained
+    mine = tmp_path / "run" / "checkpoints" / "step_00000002" / "model"
+    mine.mkdir(parents=True)
+    (mine / "panolam.json").write_text("{}")
+    (mine.parent / "state.pt").write_bytes(b"")
+    (tmp_path / "run" / "checkpoints" / "latest").write_text("step_00000002")
+    monkeypatch.setenv("PANOLAM_CHECKPOINT", str(tmp_path / "run"))
+    assert pipeline.find_checkpoint(None) == mine  # a run directory resolves to its latest model

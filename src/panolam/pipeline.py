@@ -1,8 +1,9 @@
 """Photo -> Gaussian head, the way users run it: preprocessing, one forward pass, files and previews.
 
 Used by ``panolam reconstruct`` and the web app. The model comes from, in order: an explicit
-checkpoint, ``$PANOLAM_CHECKPOINT``, the default model shipped in ``panolam/assets/default_model``;
-with none of them the network is randomly initialised and every entry point says so.
+checkpoint, ``$PANOLAM_CHECKPOINT``, the default model shipped in ``panolam/assets/default_model``
+(only for the ``default`` config without overrides); with none of them the network is randomly
+initialised and every entry point says so.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ class Reconstruction:
     trained: bool
 
 
-def find_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
-    """The checkpoint to use, or None for an untrained model; an explicit path that is missing is an error."""
+def find_checkpoint(checkpoint: str | os.PathLike | None, use_default: bool = True) -> Path | None:
+    """The checkpoint to use, or None for an untrained model; an explicit path that is missing is an error.
+
+    ``use_default=False`` skips the shipped model (it was trained with the ``default`` preset, so a
+    request for another architecture gets an untrained network of that architecture instead).
+    """
     if checkpoint is not None:
         path = Path(checkpoint)
         if not path.exists():
@@ -47,7 +52,7 @@ def find_checkpoint(checkpoint: str | os.PathLike | None) -> Path | None:
     env = os.environ.get("PANOLAM_CHECKPOINT")
     if env:
         return find_checkpoint(env)
-    return DEFAULT_CHECKPOINT if (DEFAULT_CHECKPOINT / "panolam.json").exists() else None
+    return DEFAULT_CHECKPOINT if use_default and (DEFAULT_CHECKPOINT / "panolam.json").exists() else None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -74,7 +79,7 @@ class Reconstructor:
         from panolam.model.panolam import PanoLAM
 
         self.device = resolve_device(device)
-        path = find_checkpoint(checkpoint)
+        path = find_checkpoint(checkpoint, use_default=config == "default" and not overrides)
         if path is not None:
             self.model, cfg = load_model(path, device=self.device)
             self.model_cfg = cfg.model if hasattr(cfg, "model") else cfg

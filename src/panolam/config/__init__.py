@@ -66,7 +66,9 @@ def from_dict(d: dict[str, Any]) -> PanoLAMConfig:
         unknown = set(values) - fields
         if unknown:
             raise ValueError(f"config section {key!r} has unknown fields {sorted(unknown)}")
-        base = dataclasses.replace(_SECTIONS[key][d.get("name", "default")] if d.get("name") in PRESET_NAMES else cls())
+        # Missing keys fall back to the named preset's values (or the dataclass defaults).
+        preset = d.get("name")
+        base = dataclasses.replace(_SECTIONS[key][preset]) if preset in PRESET_NAMES else cls()
         for k, v in values.items():
             if isinstance(getattr(base, k), tuple) and isinstance(v, list):
                 v = tuple(v)
