@@ -119,8 +119,8 @@ def markdown(rows: list[dict], runs: int) -> str:
         f"{psutil.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads; median of {runs} runs after a warm-up; 1 camera, background 1.0; "
         f"1-min load average {os.getloadavg()[0]:.1f} when the table was printed. "
-        "Peak = peak process RSS growth during fwd+bwd (psutil sampling). The machine was shared with other jobs "
-        "while this ran, so timings are noisy.",
+        "Peak = peak process RSS growth during fwd+bwd (psutil sampling). A load average above ~1 means other "
+        "jobs shared the machine and the timings are inflated.",
         "",
         "| N | image | cpu fwd (s) | cpu fwd+bwd (s) | cpu peak (MB) | torch fwd (s) | torch fwd+bwd (s) | torch peak (MB) | speed-up fwd | speed-up fwd+bwd |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

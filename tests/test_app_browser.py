@@ -21,6 +21,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swi
                  "--disable-component-update", "--no-first-run"]
 # The README's screenshot is refreshed only on request (PANOLAM_SCREENSHOT=1), so tests leave the tree clean.
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "app.png"
+# The screenshot shows the shipped default model; the test itself uses the fast untrained tiny one.
+CONFIG = "default" if os.environ.get("PANOLAM_SCREENSHOT") else "tiny"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium")]
@@ -35,7 +37,7 @@ def free_port() -> int:
 @pytest.fixture
 def app_url(tmp_path):
     port = free_port()
-    cmd = [sys.executable, "-c", "import sys; from panolam.cli import main; sys.exit(main())", "app", "--port", str(port), "--config", "tiny", "--device", "cpu",
+    cmd = [sys.executable, "-c", "import sys; from panolam.cli import main; sys.exit(main())", "app", "--port", str(port), "--config", CONFIG, "--device", "cpu",
            "--turntable-frames", "8", "--render-size", "128", "--out", str(tmp_path / "runs")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue[str] = queue.Queue()
