@@ -43,3 +43,13 @@ def test_eg3d_label_round_trip():
     back = Cameras.from_eg3d_label(label, 128, 128)
     assert torch.allclose(back.world_to_cam, cams.world_to_cam, atol=1e-5)
     assert torch.allclose(back.K, cams.K, atol=1e-4)
+
+
+def test_non_square_images_keep_square_pixels_and_the_diagonal_fov():
+    cams = Cameras.orbit(0.0, 0.0, 2.7, 18.837, 160, 90)
+    fx, fy = float(cams.K[0, 0, 0]), float(cams.K[0, 1, 1])
+    assert fx == fy
+    half_diag = math.hypot(160, 90) / 2
+    assert abs(math.degrees(2 * math.atan(half_diag / fx)) - 18.837) < 1e-3
+    square = Cameras.orbit(0.0, 0.0, 2.7, 18.837, 128)
+    assert abs(float(square.K[0, 0, 0]) - focal_from_diag_fov(18.837) * 128) < 1e-3

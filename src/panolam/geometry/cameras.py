@@ -121,9 +121,10 @@ class Cameras:
         height = width if height is None else height
         yaw, pitch, radius, fov = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (yaw_deg, pitch_deg, radius, fov_deg)))
         c2w = look_at(orbit_position(yaw, pitch, radius))
-        f = focal_from_diag_fov(fov)
+        # The FOV is diagonal: square pixels with focal (diagonal/2)/tan(fov/2), which is f·side for square images.
+        f = focal_from_diag_fov(fov) * math.sqrt((width**2 + height**2) / 2)
         K = torch.zeros(len(yaw), 3, 3)
-        K[:, 0, 0], K[:, 1, 1] = f * width, f * height
+        K[:, 0, 0], K[:, 1, 1] = f, f
         K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = width / 2, height / 2, 1.0
         return Cameras.from_cam_to_world(c2w, K, width, height)
 
