@@ -28,13 +28,7 @@ from panolam.train.teacher import DECODER_META, PLANES_EXTRA, fit_teacher, load_
 SUBJECTS = ["train-000000", "train-000001", "train-000002"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny tensors: intra-op threads only add contention on the shared 2-core CI box (10-50x slower).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -118,17 +118,22 @@ def _col_range(buf, j, dy, x_begin, x_end):
 
 
 @njit(cache=True)
+def _tile_bounds(t, width, height, tile):
+    """Camera index and pixel box [y0, y1) x [x0, x1) of flat tile index ``t`` (tiles are camera-major, row-major)."""
+    ntx = (width + tile - 1) // tile
+    nty = (height + tile - 1) // tile
+    y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
+    return t // (ntx * nty), y0, x0, min(height, y0 + tile), min(width, x0 + tile)
+
+
+@njit(cache=True)
 def _forward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, tile, out, t_final, last):
     """Front-to-back blend of tile ``t`` into out/t_final/last. Inside a tile the loop runs over Gaussians (in depth order) and, per row,
     only over the columns their α ≥ 1/255 ellipse can reach, instead of testing every Gaussian at
     every pixel; each pixel still sees exactly its Gaussians in depth order, so the result is the
     per-pixel rule."""
     nf = feats.shape[2]
-    ntx = (width + tile - 1) // tile
-    nty = (height + tile - 1) // tile
-    c = t // (ntx * nty)
-    y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
-    y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
+    c, y0, x0, y1, x1 = _tile_bounds(t, width, height, tile)
     start, end = offsets[t], offsets[t + 1]
     if end == start:
         return
@@ -200,11 +205,7 @@ def _backward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height,
     """Gradient rows of tile ``t``'s intersections (one row per list entry); Gaussians are visited back to front with the same
     row/column spans as the forward, each pixel only for the Gaussians it blended."""
     nf = feats.shape[2]
-    ntx = (width + tile - 1) // tile
-    nty = (height + tile - 1) // tile
-    c = t // (ntx * nty)
-    y0, x0 = ((t // ntx) % nty) * tile, (t % ntx) * tile
-    y1, x1 = min(height, y0 + tile), min(width, x0 + tile)
+    c, y0, x0, y1, x1 = _tile_bounds(t, width, height, tile)
     start, end = offsets[t], offsets[t + 1]
     if end == start:
         return
