@@ -96,3 +96,16 @@ def test_checkpoint_resolution_order(tmp_path, monkeypatch):
     (tmp_path / "run" / "checkpoints" / "latest").write_text("step_00000002")
     monkeypatch.setenv("PANOLAM_CHECKPOINT", str(tmp_path / "run"))
     assert pipeline.find_checkpoint(None) == mine  # a run directory resolves to its latest model
+
+
+def test_already_framed_input_is_composited_and_cropped_not_stretched():
+    from panolam.pipeline import _square_resize
+
+    img = np.zeros((40, 80, 4), np.uint8)
+    img[..., 0] = 200
+    img[:, 20:60, 3] = 255  # opaque square in the middle, transparent left/right bands
+    out = _square_resize(img, 40)
+    assert out.shape == (40, 40, 3)
+    assert (out[..., 0] == 200).all() and (out[..., 1] == 0).all()  # the centre crop is the opaque square
+    wide = _square_resize(np.dstack([img[..., :3], np.zeros((40, 80), np.uint8)]), 20)
+    assert (wide == 255).all()  # fully transparent -> the white training background

@@ -109,7 +109,7 @@ class Reconstructor:
         if preprocess:
             framed = frame_photo(rgb, size=size).image
         else:
-            framed = _square_resize(rgb[..., :3], size)
+            framed = _square_resize(rgb, size)
         timings["preprocess_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = self.model(self.image_tensor(framed))
@@ -121,9 +121,18 @@ class Reconstructor:
 
 
 def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
+    """An already-framed photo as the network input: RGBA composited on white (the training background),
+    centre-cropped to a square (never stretched), resized to ``size``."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(img).convert("RGB").resize((size, size), Image.BICUBIC))
+    if img.ndim == 3 and img.shape[2] == 4:
+        alpha = img[..., 3:4].astype(np.float32) / 255
+        img = (img[..., :3].astype(np.float32) * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    h, w = img.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    square = np.ascontiguousarray(img[top : top + side, left : left + side])
+    return np.asarray(Image.fromarray(square).convert("RGB").resize((size, size), Image.BICUBIC))
 
 
 def render_views(g: Gaussians, names: Sequence[str] = ("front", "left", "right", "back"), size: int = 512, input_image: np.ndarray | None = None) -> np.ndarray:
