@@ -1,12 +1,11 @@
 """End to end in a real browser: start ``panolam app`` (tiny model, small renders) on 127.0.0.1,
 upload the astronaut with headless Debian Chromium, wait for the head, check the splat viewer drew
-something, download head.ply and parse it with plyfile. Saves a page screenshot to docs/app.png."""
+something, download head.ply and parse it with plyfile. With PANOLAM_SCREENSHOT=1 it refreshes docs/app.png."""
 
 from __future__ import annotations
 
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -15,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _browser import CHROMIUM, free_port, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 # The README's screenshot is refreshed only on request (PANOLAM_SCREENSHOT=1), so tests leave the tree clean.
@@ -24,14 +23,7 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "app.png"
 # The screenshot shows the shipped default model; the test itself uses the fast untrained tiny one.
 CONFIG = "default" if os.environ.get("PANOLAM_SCREENSHOT") else "tiny"
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _browser import CHROMIUM, free_port, needs_chromium
 
 from panolam.data.dataset import MultiViewDataset
 from panolam.data.generators import Subject
 from panolam.data.labels import read_labels
 from panolam.data.synth import SynthSettings, generate_dataset
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian chromium at /usr/bin/chromium")]
+pytestmark = [pytest.mark.browser, needs_chromium]
 
 
 class SquareGenerator:
@@ -34,18 +32,12 @@ class SquareGenerator:
         return subject.payload * alpha, alpha
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path):
     from panolam.data.label_app import launch
 
     generate_dataset(tmp_path, SquareGenerator(), SynthSettings(views=8, size=32, subjects_per_shard=2), n_train=3, progress=False)
-    port = _free_port()
+    port = free_port()
     app = launch(tmp_path, labeller="tester", port=port, block=False)
     try:
         yield tmp_path, f"http://127.0.0.1:{port}/"

@@ -189,15 +189,20 @@ def _expected_tokens(ref, enc, images):
         return torch.cat([ref.layernorm(hs[i][:, 1:]) for i in enc.layers], dim=-1)
 
 
-def test_dinov2_loads_a_local_hugging_face_directory(tmp_path):
-    cfg = _dinov2_cfg()
-    ref = _reference_backbone(cfg)
-    ref.save_pretrained(tmp_path / "dino")
-    enc = ImageEncoder(dataclasses.replace(cfg, encoder_weights=str(tmp_path / "dino")))
+def _assert_loads_reference(cfg, ref, weights) -> None:
+    """An encoder built from ``weights`` gives the reference backbone's tokens."""
+    enc = ImageEncoder(dataclasses.replace(cfg, encoder_weights=str(weights)))
     images = torch.rand(1, 3, 56, 56)
     with torch.no_grad():
         got = enc.backbone_features(enc.preprocess(images))
     assert torch.allclose(got, _expected_tokens(ref, enc, images), atol=1e-5)
+
+
+def test_dinov2_loads_a_local_hugging_face_directory(tmp_path):
+    cfg = _dinov2_cfg()
+    ref = _reference_backbone(cfg)
+    ref.save_pretrained(tmp_path / "dino")
+    _assert_loads_reference(cfg, ref, tmp_path / "dino")
     with pytest.raises(EncoderWeightsError, match="vit_dim"):
         ImageEncoder(dataclasses.replace(cfg, vit_dim=64, vit_heads=2, encoder_weights=str(tmp_path / "dino")))
     with pytest.raises(EncoderWeightsError, match="encoder_table_size=42"):
@@ -228,11 +233,7 @@ def test_dinov2_loads_an_official_pth_file(tmp_path):
     cfg = _dinov2_cfg()
     ref = _reference_backbone(cfg)
     torch.save(_as_official(ref), tmp_path / "dinov2_vits14_pretrain.pth")
-    enc = ImageEncoder(dataclasses.replace(cfg, encoder_weights=str(tmp_path / "dinov2_vits14_pretrain.pth")))
-    images = torch.rand(1, 3, 56, 56)
-    with torch.no_grad():
-        got = enc.backbone_features(enc.preprocess(images))
-    assert torch.allclose(got, _expected_tokens(ref, enc, images), atol=1e-5)
+    _assert_loads_reference(cfg, ref, tmp_path / "dinov2_vits14_pretrain.pth")
     with pytest.raises(EncoderWeightsError, match="unexpected key"):
         official_dinov2_to_hf({"head.weight": torch.zeros(1)})
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")

@@ -179,12 +179,15 @@ def build_app(root: str | Path, labeller: str = "default", page_size: int = 24):
     # Gradio injects the event by annotation; this module postpones annotations, so set the class itself.
     on_select.__annotations__ = {"evt": gr.SelectData}
 
+    def view_subject(flt, page, subject):
+        """The view with ``subject`` selected, on the page that holds it (or ``page`` if it is filtered out)."""
+        items = session.filtered(flt)
+        page = items.index(subject) // session.page_size if subject in items else page
+        return view(flt, page, subject)
+
     def on_step(delta):
         def fn(flt, page, subject):
-            nxt = session.step(flt, subject, delta)
-            items = session.filtered(flt)
-            page = items.index(nxt) // session.page_size if nxt in items else page
-            return view(flt, page, nxt)
+            return view_subject(flt, page, session.step(flt, subject, delta))
         return fn
 
     def on_decide(decision):
@@ -192,10 +195,7 @@ def build_app(root: str | Path, labeller: str = "default", page_size: int = 24):
             if subject is None:
                 raise gr.Error("select a subject first")
             session.decide(subject, decision)
-            nxt = session.step(flt, subject, 1) if decision != "clear" else subject
-            items = session.filtered(flt)
-            page = items.index(nxt) // session.page_size if nxt in items else page
-            return view(flt, page, nxt)
+            return view_subject(flt, page, session.step(flt, subject, 1) if decision != "clear" else subject)
         return fn
 
     def on_page(delta):
