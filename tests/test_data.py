@@ -142,6 +142,21 @@ def test_rank_and_worker_split_covers_each_subject_once(dataset):
     assert sorted(s["subject"] for s in loader) == everything
 
 
+def test_max_subjects_keeps_a_fixed_prefix_on_every_rank(dataset):
+    assert sorted(_ds(dataset, max_subjects=2).subjects()) == ["train-000000", "train-000001"]
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(2):
+            ds = _ds(dataset, max_subjects=2, rank=rank, world_size=2, seed=3, epoch=epoch)
+            seen += [s["subject"] for s in ds]
+        assert sorted(seen) == ["train-000000", "train-000001"]
+    assert len(_ds(dataset, max_subjects=0).subjects()) == 3
+    with pytest.raises(ValueError, match="has 3 usable subjects"):
+        _ds(dataset, max_subjects=4)
+    with pytest.raises(ValueError, match="max_subjects must be >= 0"):
+        _ds(dataset, max_subjects=-1)
+
+
 def test_rejected_subjects_are_skipped_latest_decision_wins(dataset, tmp_path):
     root = tmp_path / "copy"
     import shutil

@@ -68,3 +68,19 @@ def test_mismatched_teacher_planes_are_an_error():
     batch["teacher_planes"] = torch.zeros(1, 6, 4, 4, 4)
     with pytest.raises(ValueError, match="teacher_planes"):
         PanoLAMLoss(get_config("tiny").train)(_out(), batch)
+
+
+def test_low_resolution_triplane_render_is_upsampled_and_matches_a_direct_render():
+    cfg = get_config("tiny", ["train.st_render_size=16"]).train
+    renderer = TriplaneRenderer(4, samples_coarse=4, samples_fine=4)
+    out, batch = _out(), _batch(size=32)
+    res = PanoLAMLoss(cfg, st_renderer=renderer, perceptual=None)(out, batch)
+    assert res.renders["triplane"].shape == (1, 2, 32, 32, 3)
+    # Reference: render the 16² views directly, upsample, compare with the 32² targets.
+    from panolam.train.losses import batch_cameras, upsample_renders
+
+    direct = renderer.render(out.planes.detach(), batch_cameras(batch, 16)).rgb
+    assert direct.shape == (1, 2, 16, 16, 3)
+    torch.testing.assert_close(res.renders["triplane"], upsample_renders(direct, 32), atol=1e-5, rtol=1e-5)
+    res.total.backward()
+    assert out.planes.grad.abs().sum() > 0

@@ -91,3 +91,17 @@ def test_mismatched_config_and_bad_input_errors(fitted, tmp_path, capsys):
         load_decoder(result.decoder_path, get_config("tiny", ["model.triplane_res=16"]))
     assert main(["teacher", "fit", "--data", str(tmp_path / "nope"), "--no-progress"]) == 2
     assert "no dataset there" in capsys.readouterr().err
+
+
+def test_planes_phase_settings_are_separate(tmp_path):
+    root = tmp_path / "data"
+    generate_dataset(root, BlobHeads(), SynthSettings(camera_set="front", views=4, size=32, subjects_per_shard=2), 3, 0, progress=False)
+    result = fit_teacher(get_config("tiny"), root, steps=12, rays=64, subjects_per_batch=1, plane_steps=5, plane_rays=32,
+                         plane_subjects_per_batch=2, progress=False)
+    # One joint batch of 1 subject (12 steps), then the other two together in one planes-only batch (5 steps).
+    assert len(result.decoder_losses) == 12 and len(result.plane_losses) == 5
+    assert result.fitted == SUBJECTS
+    meta = json.loads((result.decoder_path.parent / DECODER_META).read_text())
+    assert meta["fitted_on"] == SUBJECTS[:1] and meta["steps"] == 12
+    with pytest.raises(ValueError, match="planes only"):
+        fit_teacher(get_config("tiny"), root, plane_rays=0, progress=False)

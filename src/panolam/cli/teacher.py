@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--split", choices=("train", "test", "all"), default="train", help="subjects to fit (default: train)")
     f.add_argument("--rays", type=int, default=1024, help="random rays per subject per step (default: 1024)")
     f.add_argument("--batch-subjects", type=int, default=8, help="subjects fitted together (the first batch also fits the decoder)")
+    f.add_argument("--plane-steps", type=int, default=None, help="planes-only phase: steps per batch (default: --steps)")
+    f.add_argument("--plane-rays", type=int, default=None, help="planes-only phase: rays per subject per step (default: --rays)")
+    f.add_argument("--plane-batch-subjects", type=int, default=None, help="planes-only phase: subjects per batch (default: --batch-subjects)")
     f.add_argument("--size", type=int, default=None, help="render size of the supervision (default: train.render_size)")
     f.add_argument("--force", action="store_true", help="refit the decoder and every subject's planes")
     f.add_argument("--no-progress", action="store_true")
@@ -38,7 +41,8 @@ def run_fit(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = fit_teacher(cfg, args.data, args.out, split=args.split, steps=args.steps, rays=args.rays,
                          subjects_per_batch=args.batch_subjects, size=args.size, force=args.force,
-                         device=resolve_device(args.device), progress=not args.no_progress)
+                         device=resolve_device(args.device), progress=not args.no_progress, plane_steps=args.plane_steps,
+                         plane_rays=args.plane_rays, plane_subjects_per_batch=args.plane_batch_subjects)
     losses = result.decoder_losses or result.plane_losses
     tail = f", final loss {losses[-1]:.4f}" if losses else ""
     print(f"{args.data}: fitted {len(result.fitted)} subjects, kept {len(result.skipped)}{tail}")

@@ -24,6 +24,10 @@ class TrainConfig:
     lpips_weights: str | None = None  # local standard-LPIPS file; None = shipped ST-LPIPS
     lpips_net: str = "vgg"  # trunk of the shipped ST-LPIPS used as the loss ("vgg" or "alex"; eval always uses "alex")
     st_decoder: str | None = None  # frozen tri-plane decoder (.safetensors from `panolam teacher fit`); None = no L_rgb^ST
+    # Side of the tri-plane volume render for L_rgb^ST (0 = render_size); a smaller render is
+    # upsampled to render_size before the loss. Volume rendering costs ~48 MLP samples per pixel,
+    # so on a CPU a quarter of the pixels keeps L_rgb^ST from dominating the step.
+    st_render_size: int = 0
     st_samples_coarse: int = 24  # volume-rendering samples per ray for L_rgb^ST
     st_samples_fine: int = 24
     st_ray_start: float = 2.25  # ray interval for cameras at radius 2.7 (EG3D/SphereHead)

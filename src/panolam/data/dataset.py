@@ -78,7 +78,8 @@ class MultiViewDataset(IterableDataset):
     def __init__(self, root: str | Path, split: str = "train", views_per_step: int = 6, fixed_views: bool = False,
                  seed: int = 0, labels: bool = True, shuffle: bool = True, shuffle_buffer: int = 8,
                  rank: int | None = None, world_size: int | None = None, epoch: int = 0, start: int = 0,
-                 background: Sequence[float] | None = None, input_effects: bool = True, extras: bool = True) -> None:
+                 background: Sequence[float] | None = None, input_effects: bool = True, extras: bool = True,
+                 max_subjects: int = 0) -> None:
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"split {split!r} must be one of {', '.join(SPLITS)}")
@@ -90,6 +91,14 @@ class MultiViewDataset(IterableDataset):
         self.epoch, self.start = epoch, start
         self.background, self.input_effects, self.use_extras = background, input_effects, extras
         self.excluded = rejected(self.root) if labels else set()
+        if max_subjects < 0:
+            raise ValueError(f"max_subjects must be >= 0 (0 = all), got {max_subjects}")
+        if max_subjects:
+            # Keep the first N usable subjects in manifest order: the same subset on every rank and run.
+            usable = [s for s in self.manifest.subjects(split) if s not in self.excluded]
+            if max_subjects > len(usable):
+                raise ValueError(f"max_subjects={max_subjects} but split {split!r} of {self.root} has {len(usable)} usable subjects")
+            self.excluded |= set(usable[max_subjects:])
         if views_per_step > int(self.manifest.header["views"]):
             raise ValueError(f"views_per_step={views_per_step} exceeds the {self.manifest.header['views']} views stored in {self.root}")
 

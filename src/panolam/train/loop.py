@@ -189,7 +189,9 @@ class Trainer:
         self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
         self.loss_fn = PanoLAMLoss(t, build_st_renderer(cfg), background=cfg.data.background).to(self.accel.device)
         dataset = MultiViewDataset(self.data_root, "train", views_per_step=cfg.data.views_per_step, fixed_views=cfg.data.fixed_views,
-                                   seed=t.seed, rank=self.rank, world_size=self.world, background=[cfg.data.background] * 3)
+                                   seed=t.seed, rank=self.rank, world_size=self.world, background=[cfg.data.background] * 3,
+                                   shuffle_buffer=cfg.data.shuffle_buffer, input_effects=cfg.data.input_effects,
+                                   max_subjects=cfg.data.train_subjects)
         self.data = DataStream(dataset, t.batch_size, cfg.data.num_workers, t.seed + self.rank)
         self.step = 0
         self.writer = None

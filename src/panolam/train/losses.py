@@ -4,7 +4,8 @@ L = λ3·L_rgb^G + λ4·L_rgb^ST + λ5·L_mask + λ6·L_st, with L_rgb = λ1·L1
 the N_v views (the input view included). L_rgb^G and L_mask are summed over the coarse and the
 dense Gaussian renders (the paper supervises both); L_mask is L1 between rendered alpha and the
 mask; L_st is L1 between predicted and teacher tri-planes; L_rgb^ST compares the frozen tri-plane
-decoder's volume render of the *predicted* planes with the targets. A term whose inputs are
+decoder's volume render of the *predicted* planes with the targets (rendered at
+``train.st_render_size`` and upsampled when that is smaller, to keep volume rendering affordable). A term whose inputs are
 missing (no teacher planes in the batch, no frozen decoder configured, no coarse stage) is
 skipped and reported in ``LossResult.absent`` instead of being faked. Gaussians and the losses
 are evaluated in float32 even under autocast: the rasteriser and LPIPS normalisation are not
@@ -49,6 +50,13 @@ def resize_targets(x: torch.Tensor, size: int) -> torch.Tensor:
     if flat.shape[-2:] != (size, size):
         flat = F.interpolate(flat, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return flat.reshape(b, n, *flat.shape[1:])
+
+
+def upsample_renders(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, N, h, w, C) -> (B, N, size, size, C), bilinear."""
+    b, n = x.shape[:2]
+    flat = F.interpolate(x.flatten(0, 1).permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=False)
+    return flat.permute(0, 2, 3, 1).reshape(b, n, size, size, x.shape[-1])
 
 
 def render_gaussians(gaussians: Gaussians, cameras: list[Cameras], background: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,9 +127,11 @@ class PanoLAMLoss(nn.Module):
                 absent.append("st")
 
             if self.st_renderer is not None and cfg.lambda_rgb_st > 0:
-                st_out = self.st_renderer.render(planes, [c.to(device) for c in cams])
-                renders["triplane"] = st_out.rgb.detach()
-                lr, l1, lp = self.rgb_loss(st_out.rgb, target)
+                st_size = cfg.st_render_size or size
+                st_out = self.st_renderer.render(planes, [c.to(device) for c in cams], size=st_size)
+                st_rgb = st_out.rgb if st_size == size else upsample_renders(st_out.rgb, size)
+                renders["triplane"] = st_rgb.detach()
+                lr, l1, lp = self.rgb_loss(st_rgb, target)
                 total = total + cfg.lambda_rgb_st * lr
                 terms.update({"rgb_st": lr.detach(), "triplane_l1": l1.detach(), "triplane_lpips": lp.detach()})
             else:

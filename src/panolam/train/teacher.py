@@ -177,16 +177,28 @@ def _has_planes(root: Path, subject: str, shape: tuple[int, ...]) -> bool:
 
 def fit_teacher(cfg: PanoLAMConfig, data_root: str | Path, out_dir: str | Path | None = None, split: str = "train",
                 steps: int | None = None, rays: int = 1024, subjects_per_batch: int = 8, size: int | None = None,
-                force: bool = False, device: str | torch.device = "cpu", progress: bool = True) -> TeacherResult:
-    """Fit (or complete) the teacher of the dataset at ``data_root``; see the module doc."""
+                force: bool = False, device: str | torch.device = "cpu", progress: bool = True,
+                plane_steps: int | None = None, plane_rays: int | None = None,
+                plane_subjects_per_batch: int | None = None) -> TeacherResult:
+    """Fit (or complete) the teacher of the dataset at ``data_root``; see the module doc.
+
+    ``steps``/``rays``/``subjects_per_batch`` set the joint (decoder + planes) phase; the ``plane_*``
+    values set the planes-only phase and default to the same. The planes-only phase dominates the
+    cost on a large dataset, and with a frozen decoder it needs far fewer rays per subject, so a
+    cheap setting there (e.g. 64 subjects x 128 rays x 200 steps) keeps a CPU fit to minutes.
+    """
     from tqdm.auto import tqdm
 
     root = Path(data_root)
     if split not in ("train", "test", "all"):
         raise ValueError(f"split {split!r} must be train, test or all")
     steps = cfg.train.teacher_steps if steps is None else steps
-    if steps < 1 or rays < 1 or subjects_per_batch < 1:
-        raise ValueError(f"need steps, rays and subjects_per_batch >= 1, got {steps}, {rays}, {subjects_per_batch}")
+    plane_steps = steps if plane_steps is None else plane_steps
+    plane_rays = rays if plane_rays is None else plane_rays
+    plane_batch = subjects_per_batch if plane_subjects_per_batch is None else plane_subjects_per_batch
+    if min(steps, rays, subjects_per_batch, plane_steps, plane_rays, plane_batch) < 1:
+        raise ValueError(f"need steps, rays and subjects per batch >= 1 in both phases, got {steps}, {rays}, {subjects_per_batch} "
+                         f"(joint) and {plane_steps}, {plane_rays}, {plane_batch} (planes only)")
     size = size or cfg.train.render_size
     device = torch.device(device)
     shape = plane_shape(cfg)
@@ -201,8 +213,11 @@ def fit_teacher(cfg: PanoLAMConfig, data_root: str | Path, out_dir: str | Path |
     renderer = (load_decoder(dec_path, cfg) if reuse else build_renderer(cfg)).to(device)
     todo = [s for s in subjects if not (reuse and _has_planes(root, s, shape))]
     skipped = [s for s in subjects if s not in todo]
-    batches = [todo[i:i + subjects_per_batch] for i in range(0, len(todo), subjects_per_batch)]
-    bar = tqdm(total=steps * len(batches), desc="teacher", unit="step", disable=not progress, dynamic_ncols=True)
+    # The first batch fits the decoder too (unless one is reused); the rest fit planes against it.
+    first = 0 if reuse else min(subjects_per_batch, len(todo))
+    batches = ([todo[:first]] if first else []) + [todo[i:i + plane_batch] for i in range(first, len(todo), plane_batch)]
+    total = sum(steps if (k == 0 and first) else plane_steps for k in range(len(batches)))
+    bar = tqdm(total=total, desc="teacher", unit="step", disable=not progress, dynamic_ncols=True)
     decoder_losses: list[float] = []
     plane_losses: list[float] = []
     try:
@@ -210,7 +225,8 @@ def fit_teacher(cfg: PanoLAMConfig, data_root: str | Path, out_dir: str | Path |
             bank = ray_bank(root, batch, size, cfg.data.background, device)
             planes = (0.1 * torch.randn((len(batch), *shape), generator=gen)).to(device)
             joint = k == 0 and not reuse
-            losses = fit_batch(renderer, planes, bank, steps, cfg.train.teacher_lr, rays, joint, gen, bar)
+            losses = fit_batch(renderer, planes, bank, steps if joint else plane_steps, cfg.train.teacher_lr,
+                               rays if joint else plane_rays, joint, gen, bar)
             if joint:
                 decoder_losses = losses
                 save_decoder(dec_path, renderer, {
