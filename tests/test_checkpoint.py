@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -63,6 +64,10 @@ def test_model_config_only_and_atomic_overwrite(tmp_path):
     assert loaded_cfg == cfg
     name = "dense_head.out.weight"
     assert torch.equal(loaded.state_dict()[name], second.state_dict()[name])
+    # The directory gets the permissions any new directory would get (not mkdtemp's 0700).
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "ck").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_missing_checkpoint_names_the_path_and_how_to_get_one(tmp_path):

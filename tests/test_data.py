@@ -128,6 +128,24 @@ def test_fixed_views_input_is_most_frontal(dataset):
     assert s1 == s2 and all(v[0] == 0 for v in s1)  # view 0 of the 360 ring is yaw 0 (frontal)
 
 
+def test_near_frontal_input_views_with_random_targets(dataset):
+    from panolam.data.camera_laws import frontalness
+
+    firsts, targets = set(), set()
+    for epoch in range(6):
+        for s in _ds(dataset, shuffle=False, epoch=epoch, input_max_angle=50.0):
+            v = s["view_indices"].tolist()
+            assert len(set(v)) == len(v) == 3
+            assert float(frontalness(s["world_to_cam"][:1])[0]) >= np.cos(np.radians(50.0)) - 1e-6
+            firsts.add(v[0])
+            targets.update(v[1:])
+    assert len(targets) > 3  # targets still cover the ring, not a fixed subset
+    # 0 degrees: nothing qualifies exactly, so the most frontal view is the input.
+    assert all(s["view_indices"][0] == 0 for s in _ds(dataset, shuffle=False, input_max_angle=0.0))
+    with pytest.raises(ValueError, match="input_max_angle"):
+        _ds(dataset, input_max_angle=200.0)
+
+
 def test_rank_and_worker_split_covers_each_subject_once(dataset):
     everything = sorted(_ds(dataset).subjects())
     for world in (1, 2, 3, 5):

@@ -73,6 +73,13 @@ def test_oracle_scores_near_perfect(data, gt):
         assert all(s.view_error_deg < 1.0 for s in report.subjects)
 
 
+def test_eval_size_larger_than_the_stored_views(data):
+    # The input keeps the dataset's resolution; renders, ground truth and the grid use the eval size.
+    report = ev.evaluate(oracle(data), data, size=2 * SIZE, gt="generator", generator=BlobHeads(), warmup=False)
+    assert report.mean()["psnr"] > 35
+    assert report.grid_rows and all(r.shape == (ev.GRID_TILE, 9 * ev.GRID_TILE, 3) for r in report.grid_rows)
+
+
 def test_wrong_generator_is_refused(data):
     class Shifted(BlobHeads):
         def render(self, subject, cameras):

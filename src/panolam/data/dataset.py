@@ -5,7 +5,8 @@
 (N_v, 1, H, W), ``world_to_cam`` (N_v, 4, 4), ``K`` (N_v, 3, 3) pixel intrinsics, ``view_indices``
 (N_v,), ``subject`` and every sidecar extra present; with ``input_effects`` also ``input_image``
 (3, H, W): view 0 with photographic effects (feed this to the encoder; targets stay clean). View 0
-is the input view: random, or with ``fixed_views=True`` the stored view closest to frontal.
+is the input view: random (the paper), random among views within ``input_max_angle`` degrees of
+the face direction, or with ``fixed_views=True`` the stored view closest to frontal.
 
 Work is split over distributed ranks and DataLoader workers: by shard when there are at least as
 many shards as rank×worker slots, otherwise by subject position. Everything random (shard order,
@@ -60,15 +61,26 @@ def record_to_tensors(rec: SubjectRecord, size: int, background: Sequence[float]
     return {"images": rgb, "masks": mask, "world_to_cam": cams.world_to_cam, "K": cams.K, "subject": rec.subject}
 
 
-def choose_views(n_views: int, n: int, labels: np.ndarray, fixed: bool, rng: np.random.Generator, subject: str, seed: int) -> list[int]:
-    """``n`` view indices, input first: random, or (fixed) most frontal input + deterministic targets."""
+def choose_views(n_views: int, n: int, labels: np.ndarray, fixed: bool, rng: np.random.Generator, subject: str, seed: int,
+                 input_max_angle: float = 180.0) -> list[int]:
+    """``n`` view indices, input first: random, or (fixed) most frontal input + deterministic targets.
+
+    With ``input_max_angle`` < 180 the (random) input is drawn only among views whose camera lies
+    within that angle of the face direction (the most frontal view if none does); targets stay random.
+    """
     if n > n_views:
         raise ValueError(f"views_per_step={n} but subject {subject} has only {n_views} views")
-    if not fixed:
+    if not fixed and input_max_angle >= 180.0:
         return [int(i) for i in rng.permutation(n_views)[:n]]
     w2c = torch.linalg.inv(torch.from_numpy(labels[:, :16].reshape(-1, 4, 4).astype(np.float32)))
-    first = int(torch.argmax(frontalness(w2c)))
-    others = [i for i in _rng("fixed", seed, subject).permutation(n_views).tolist() if i != first]
+    front = frontalness(w2c)
+    if fixed:
+        first = int(torch.argmax(front))
+        others = [i for i in _rng("fixed", seed, subject).permutation(n_views).tolist() if i != first]
+        return [first] + others[: n - 1]
+    near = torch.nonzero(front >= float(np.cos(np.radians(input_max_angle)))).flatten().tolist() or [int(torch.argmax(front))]
+    first = int(near[int(rng.integers(len(near)))])
+    others = [int(i) for i in rng.permutation(n_views) if i != first]
     return [first] + others[: n - 1]
 
 
@@ -79,13 +91,16 @@ class MultiViewDataset(IterableDataset):
                  seed: int = 0, labels: bool = True, shuffle: bool = True, shuffle_buffer: int = 8,
                  rank: int | None = None, world_size: int | None = None, epoch: int = 0, start: int = 0,
                  background: Sequence[float] | None = None, input_effects: bool = True, extras: bool = True,
-                 max_subjects: int = 0) -> None:
+                 max_subjects: int = 0, input_max_angle: float = 180.0) -> None:
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"split {split!r} must be one of {', '.join(SPLITS)}")
         self.root, self.split = Path(root), split
         self.manifest: Manifest = load_manifest(self.root)
         self.views_per_step, self.fixed_views, self.seed = views_per_step, fixed_views, seed
+        if not 0.0 <= input_max_angle <= 180.0:
+            raise ValueError(f"input_max_angle must be in [0, 180] degrees, got {input_max_angle}")
+        self.input_max_angle = input_max_angle
         self.shuffle, self.shuffle_buffer = shuffle, max(1, shuffle_buffer)
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start = epoch, start
@@ -180,7 +195,7 @@ class MultiViewDataset(IterableDataset):
         sub = raw["__key__"]
         labels = decode_npy(raw.get("cameras.npy", b""), f"{where} [{sub}.cameras.npy]")
         rng = _rng("views", self.seed, self.epoch, sub)
-        views = choose_views(len(labels), self.views_per_step, labels, self.fixed_views, rng, sub, self.seed)
+        views = choose_views(len(labels), self.views_per_step, labels, self.fixed_views, rng, sub, self.seed, self.input_max_angle)
         rec = decode_record(raw, where, views)
         out = record_to_tensors(rec, int(meta["size"]), self.background)
         out["view_indices"] = torch.tensor(views, dtype=torch.long)

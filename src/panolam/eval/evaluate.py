@@ -264,7 +264,8 @@ def grid_row(image: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, tile: in
     """(tile, 9·tile, 3) uint8: input, pred front/left/right/back, GT front/left/right/back, labelled."""
     from panolam.render.preview import label_image
 
-    tiles = _resize(torch.cat([image[None], pred, gt]), tile)
+    # The input keeps the dataset's resolution, which need not be the eval size: resize each part first.
+    tiles = torch.cat([_resize(image[None], tile), _resize(pred, tile), _resize(gt, tile)])
     arr = (tiles.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
     names = ["input"] + [f"pred {v}" for v in EVAL_VIEWS] + [f"GT {v}" for v in EVAL_VIEWS]
     return np.concatenate([label_image(a, n) for a, n in zip(arr, names)], axis=1)

@@ -51,6 +51,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def staging_dir(parent: str | Path, prefix: str) -> Path:
+    """A fresh directory in ``parent`` to fill and then rename into place, with the usual permissions
+    (``mkdtemp`` makes 0700 directories, which would survive the rename)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path.chmod(0o777 & ~_umask())
+    return path
+
+
 def gaussians_to_ply_array(g: Gaussians) -> np.ndarray:
     """Structured float32 array in the INRIA vertex layout."""
     if g.means.ndim != 2:

@@ -35,6 +35,7 @@ import torch
 
 from panolam.config import PanoLAMConfig, from_dict
 from panolam.config.model import ModelConfig
+from panolam.gaussians.ply import staging_dir
 from panolam.model.panolam import PanoLAM
 
 FORMAT_VERSION = 1
@@ -74,7 +75,7 @@ def save_model(path_dir: str | os.PathLike, model: PanoLAM, cfg: PanoLAMConfig |
         "num_parameters": model.num_parameters(), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "encoder_excluded": exclude, "extra": extra or {},
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = staging_dir(target.parent, f".{target.name}.tmp-")
     try:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format_version": str(FORMAT_VERSION)})
         (tmp / META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))

@@ -25,7 +25,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from panolam.config import PanoLAMConfig
 from panolam.data.dataset import MultiViewDataset, collate
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.gaussians.ply import atomic_write_bytes, staging_dir
 from panolam.model.checkpoint import load_weights_into, save_model
 from panolam.model.panolam import PanoLAM
 from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
@@ -191,7 +190,7 @@ class Trainer:
         dataset = MultiViewDataset(self.data_root, "train", views_per_step=cfg.data.views_per_step, fixed_views=cfg.data.fixed_views,
                                    seed=t.seed, rank=self.rank, world_size=self.world, background=[cfg.data.background] * 3,
                                    shuffle_buffer=cfg.data.shuffle_buffer, input_effects=cfg.data.input_effects,
-                                   max_subjects=cfg.data.train_subjects)
+                                   max_subjects=cfg.data.train_subjects, input_max_angle=cfg.data.input_max_angle)
         self.data = DataStream(dataset, t.batch_size, cfg.data.num_workers, t.seed + self.rank)
         self.step = 0
         self.writer = None
@@ -210,7 +209,7 @@ class Trainer:
             ckdir.mkdir(parents=True, exist_ok=True)
             name = f"step_{self.step:08d}"
             target = ckdir / name
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=ckdir))
+            tmp = staging_dir(ckdir, f".{name}.tmp-")
             try:
                 save_model(tmp / "model", self.accel.unwrap_model(self.model), self.cfg, extra={"step": self.step})
                 state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
