@@ -5,11 +5,11 @@ the N_v views (the input view included). L_rgb^G and L_mask are summed over the 
 dense Gaussian renders (the paper supervises both); L_mask is L1 between rendered alpha and the
 mask; L_st is L1 between predicted and teacher tri-planes; L_rgb^ST compares the frozen tri-plane
 decoder's volume render of the *predicted* planes with the targets (rendered at
-``train.st_render_size`` and upsampled when that is smaller, to keep volume rendering affordable). A term whose inputs are
-missing (no teacher planes in the batch, no frozen decoder configured, no coarse stage) is
-skipped and reported in ``LossResult.absent`` instead of being faked. Gaussians and the losses
-are evaluated in float32 even under autocast: the rasteriser and LPIPS normalisation are not
-bf16-safe. Targets are resized (antialiased) to ``render_size``.
+``train.st_render_size`` and upsampled when that is smaller, to keep volume rendering
+affordable). A term whose inputs are missing (no teacher planes in the batch, no frozen decoder
+configured, no coarse stage) is skipped and reported in ``LossResult.absent`` instead of being
+faked. Gaussians and the losses are evaluated in float32 even under autocast: the rasteriser and
+LPIPS normalisation are not bf16-safe. Targets are resized (antialiased) to ``render_size``.
 """
 
 from __future__ import annotations
