@@ -31,6 +31,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from panolam.eval.report import write_marked_section
+
 START, END = "<!-- ablations:start -->", "<!-- ablations:end -->"
 VARIANTS = {
     "full": ("Full model", []),
@@ -131,13 +133,7 @@ def table(rows: list[tuple[str, dict, dict | None]], args: argparse.Namespace) -
 
 
 def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{body}{END}"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_marked_section(path, START, END, body)
 
 
 def main(argv: list[str] | None = None) -> int:

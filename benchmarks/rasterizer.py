@@ -31,7 +31,7 @@ import psutil
 import torch
 
 from panolam.gaussians import Gaussians
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.eval.report import write_marked_section
 from panolam.geometry.cameras import Cameras
 from panolam.render import rasterize
 
@@ -136,14 +136,7 @@ def markdown(rows: list[dict], runs: int) -> str:
 
 def write_section(path: Path, body: str) -> None:
     """Replace (or append) the marked rasteriser section, leaving the rest of the file untouched."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{START}\n## Rasteriser\n\n{body}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write_bytes(path, text.encode())
+    write_marked_section(path, START, END, f"## Rasteriser\n\n{body}\n")
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -128,15 +127,9 @@ def table(rows: list[dict], note: str) -> str:
 
 
 def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    body = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{START}\n## Reconstruction (network forward)\n\n{text}{END}"
-    if START in body and END in body:
-        body = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, body, flags=re.S)
-    else:
-        body = body.rstrip("\n") + "\n\n" + section + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(body)
-    os.replace(tmp, path)
+    from panolam.eval.report import write_marked_section
+
+    write_marked_section(path, START, END, f"## Reconstruction (network forward)\n\n{text}")
 
 
 def _load_note() -> str:

@@ -24,7 +24,7 @@ import torch
 from panolam.data.format import encode_record
 from panolam.data.procedural import ProceduralHeads
 from panolam.data.synth import SynthSettings, make_record
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.eval.report import write_marked_section
 from panolam.geometry.cameras import Cameras
 
 START, END = "<!-- synth:start -->", "<!-- synth:end -->"
@@ -76,13 +76,7 @@ def table(r: dict[str, float], n: int, settings: SynthSettings) -> str:
 
 
 def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    block = f"{START}\n{body}{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n## Procedural data generation\n\n" + block + "\n"
-    atomic_write_bytes(path, text.encode())
+    write_marked_section(path, START, END, body, heading_if_new="## Procedural data generation\n\n")
 
 
 def main() -> None:

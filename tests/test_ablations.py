@@ -3,27 +3,18 @@ evaluation of every row plus the template baseline, and a rerun that redoes noth
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from _benchmarks import load_benchmark
 from _train_fixtures import make_tiny_dataset
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "ablations.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_ablations", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_two_variants_train_evaluate_and_rerun_is_a_no_op(tmp_path):
-    bench = _load()
+    bench = load_benchmark("ablations")
     data = Path(make_tiny_dataset(tmp_path / "data", n_train=4, n_test=1))
     out = tmp_path / "abl"
     argv = ["--data", str(data), "--out", str(out), "--config", "tiny", "--steps", "2", "--variants", "full,data_1_20",
@@ -47,5 +38,5 @@ def test_two_variants_train_evaluate_and_rerun_is_a_no_op(tmp_path):
 
 def test_unknown_variant_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        _load().main(["--data", str(tmp_path), "--steps", "1", "--variants", "full,bogus"])
+        load_benchmark("ablations").main(["--data", str(tmp_path), "--steps", "1", "--variants", "full,bogus"])
     assert "unknown variants ['bogus']" in capsys.readouterr().err

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "rasterizer.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_rasterizer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _benchmarks import load_benchmark
 
 
 def test_head_scene_is_head_sized():
-    scene = _load().head_scene(500)
+    scene = load_benchmark("rasterizer").head_scene(500)
     r = scene.means.norm(dim=-1)
     assert len(scene) == 500 and r.min() >= 0.3 - 1e-6 and r.max() <= 0.45 + 1e-6
     assert scene.scales.min() >= 0.005 - 1e-7 and scene.scales.max() <= 0.02 + 1e-7
@@ -26,7 +16,7 @@ def test_head_scene_is_head_sized():
 
 
 def test_write_section_replaces_only_its_markers(tmp_path):
-    bench = _load()
+    bench = load_benchmark("rasterizer")
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\nintro\n\n## Other\nkeep me\n")
     bench.write_section(path, "| a |\n| 1 |")
@@ -42,6 +32,6 @@ def test_write_section_replaces_only_its_markers(tmp_path):
 
 def test_markdown_table_has_ratios():
     row = {"n": 10000, "size": 512, "cpu_fwd": 0.1, "cpu_fb": 0.5, "cpu_mb": 30.0, "torch_fwd": 1.0, "torch_fb": 3.0, "torch_mb": 300.0}
-    table = _load().markdown([row], runs=3)
+    table = load_benchmark("rasterizer").markdown([row], runs=3)
     assert "| 10,000 | 512² | 0.100 | 0.500 | 30 | 1.000 | 3.000 | 300 | 10.0× | 6.0× |" in table
     assert "load average" in table

@@ -79,3 +79,18 @@ def write_report(report: EvalReport, out_dir: str | Path, extra: Sequence[EvalRe
     atomic_write_bytes(paths["md"], markdown_tables([report, *extra]).encode())
     save_png(grid_image(report), paths["grid"])
     return paths
+
+
+def write_marked_section(path: str | Path, start: str, end: str, content: str, heading_if_new: str = "") -> None:
+    """Replace what lies between the ``start`` and ``end`` markers in the Markdown file ``path`` with
+    ``content`` (markers kept), leaving the rest untouched; without the markers, append them with
+    ``content`` after ``heading_if_new``. Used by the ``benchmarks/`` scripts for BENCHMARKS.md."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{start}\n{content}{end}"
+    head, found, rest = text.partition(start)
+    if found and end in rest:
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + heading_if_new + block + "\n"
+    atomic_write_bytes(path, text.encode())
