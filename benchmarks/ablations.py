@@ -118,17 +118,20 @@ def table(rows: list[tuple[str, dict, dict | None]], args: argparse.Namespace) -
              f"overrides `{' '.join(args.set) or '(none)'}`; {platform.machine()} CPU, {os.cpu_count()} cores, "
              f"{args.jobs} runs at a time. Evaluated on `{settings['data']}` split `{settings['split']}` "
              f"({rows[0][1]['mean']['subjects']} subjects), {'/'.join(settings['views'])} at {settings['size']}px.", "",
-             "| Method | PSNR↑ | SSIM↑ | LPIPS↓ [ST-LPIPS AlexNet] | train wall (min) |", "|---|---|---|---|---|"]
+             "| Method | PSNR↑ | SSIM↑ | LPIPS↓ [ST-LPIPS AlexNet] | colour r↑ | train wall (min) |", "|---|---|---|---|---|---|"]
     for label, metrics, meta in rows:
         m = metrics["mean"]
         wall = f"{meta['train_wall_s'] / 60:.0f}" if meta and meta.get("train_wall_s") else "-"
-        lines.append(f"| {label} | {m['psnr']:.3f} | {m['ssim']:.4f} | {m['lpips']:.4f} | {wall} |")
+        colour_r = f"{m['colour_r']:.2f}" if m.get("colour_r") is not None else "n/a"  # evals older than colour r lack it
+        lines.append(f"| {label} | {m['psnr']:.3f} | {m['ssim']:.4f} | {m['lpips']:.4f} | {colour_r} | {wall} |")
     full = next((r for r in rows if r[0] == VARIANTS["full"][0]), None)
     if full is not None:
         losers = [label for label, metrics, _ in rows if label != full[0] and not (
             full[1]["mean"]["psnr"] > metrics["mean"]["psnr"] and full[1]["mean"]["ssim"] > metrics["mean"]["ssim"])]
         lines += ["", "Full model beats every other row on PSNR and SSIM: " + ("yes." if not losers else
                   f"**no** — not better on both than: {', '.join(losers)}.")]
+    lines += ["", "colour r: does the model read its input (Pearson r over subjects between predicted and true "
+              "foreground colour; 0 = the same head for every photo)."]
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,7 @@ def test_two_variants_train_evaluate_and_rerun_is_a_no_op(tmp_path):
     for label in ("Full model", "1/20 of the training subjects", "Template + mean colour"):
         assert f"| {label} |" in text
     assert "Full model beats every other row on PSNR and SSIM:" in text
+    assert "| colour r↑ |" in text and "| n/a |" in text  # one test subject: no correlation
     # A rerun trains and evaluates nothing again.
     walls = {n: json.loads((out / n / "ablation.json").read_text())["train_wall_s"] for n in ("full", "data_1_20")}
     stamp = (out / "full" / "eval" / "metrics.json").stat().st_mtime_ns

@@ -93,6 +93,18 @@ def test_wrong_generator_is_refused(data):
         ev.evaluate(oracle(data), data, size=SIZE, gt="generator", generator=Shifted(), warmup=False)
 
 
+def test_colour_correlation_tells_a_constant_head_from_one_that_reads_the_input():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 1, (10, 3))
+    assert ev.colour_correlation(truth, truth) == pytest.approx(1.0)
+    assert ev.colour_correlation(0.5 * truth + 0.2, truth) == pytest.approx(1.0)  # r ignores gain and offset
+    assert ev.colour_correlation(1 - truth, truth) == pytest.approx(-1.0)
+    assert ev.colour_correlation(np.full((10, 3), 0.4), truth) == 0.0  # same head for every input
+    assert math.isnan(ev.colour_correlation(truth[:2], truth[:2]))  # too few subjects
+    with pytest.raises(ValueError, match="equal"):
+        ev.colour_correlation(truth[:, :2], truth)
+
+
 def test_foreground_mean_colour():
     img = torch.ones(3, 8, 8)
     img[:, 2:4, 2:4] = torch.tensor([0.8, 0.1, 0.2])[:, None, None]
@@ -115,8 +127,10 @@ def test_cli_untrained_checkpoint_and_baseline(data, tmp_path, capsys):
         assert 0 < m["psnr"] < ev.PSNR_CAP and 0 <= m["ssim"] <= 1 and 0 <= m["lpips"] < 2
         assert m["recon_s"] > 0 and m["render_ms_per_view"] > 0 and m["peak_mem_mb"] > 0
         assert m["apd_missing"] + (m["apd"] is not None) >= 1
+        assert m["colour_r"] is None  # two subjects are too few for a correlation
         for s in r["subjects"]:
             assert set(s["per_view"]) == {"front", "left", "right", "back"}
+            assert len(s["pred_colour"]) == 3 and all(0 <= c <= 1 for c in s["pred_colour"] + s["gt_colour"])
             assert all(math.isfinite(v) for pv in s["per_view"].values() for v in pv.values())
     md = (out / "metrics.md").read_text()
     assert "| Method | PSNR↑ | SSIM↑ | LPIPS↓ [ST-LPIPS (AlexNet)] | CSIM↑ | APD↓ |" in md

@@ -13,7 +13,9 @@ exact; the angular gap is reported. Metrics: PSNR (capped at :data:`PSNR_CAP` dB
 images give a finite, JSON-safe 100), SSIM, ST-LPIPS (shift-tolerant AlexNet; not the standard
 LPIPS of the paper's table unless a standard LPIPS file is given) averaged over the four views; APD
 on the front view where FaceMesh finds a face in both images (else NaN, counted); CSIM on the front
-view via the optional dlib plug-in ("n/a" when it is missing). Timings: reconstruction (the
+view via the optional dlib plug-in ("n/a" when it is missing). Not a paper metric but the first
+question about a small model: does it read its input at all? ``colour_r`` (:func:`colour_correlation`)
+correlates predicted and true foreground colour across subjects. Timings: reconstruction (the
 ``reconstruct_fn`` call, synchronised on CUDA), render time per view, peak memory
 (``torch.cuda.max_memory_allocated`` per reconstruction on GPU; the process's peak RSS on CPU).
 """
@@ -66,6 +68,8 @@ class SubjectResult:
     gt_source: str  # "generator" (exact eval cameras) or "nearest" (nearest stored views)
     view_error_deg: float  # largest angle between an eval direction and the view used for it
     per_view: dict[str, dict[str, float]]
+    pred_colour: list[float]  # foreground mean RGB over the four predicted views (for colour_r)
+    gt_colour: list[float]  # the same over the four ground-truth views
 
 
 @dataclasses.dataclass
@@ -90,11 +94,32 @@ class EvalReport:
             "csim": (float(np.mean(csims)) if csims else None) if self.csim_status == "ok" else self.csim_status,
             "recon_s": avg("recon_s"), "render_ms_per_view": avg("render_ms_per_view"),
             "peak_mem_mb": max((s.peak_mem_mb for s in self.subjects), default=float("nan")), "subjects": len(self.subjects),
+            "colour_r": colour_correlation([s.pred_colour for s in self.subjects], [s.gt_colour for s in self.subjects]),
         }
 
     def to_dict(self) -> dict:
         return {"label": self.label, "settings": self.settings, "csim_status": self.csim_status, "mean": _json_safe(self.mean()),
                 "subjects": [_json_safe(dataclasses.asdict(s)) for s in self.subjects]}
+
+
+def colour_correlation(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[float]]) -> float:
+    """Does the model read its input? Pearson r over subjects between predicted and true foreground mean
+    colour, averaged over R, G, B. A network that returns the same head for every photo scores 0 (its
+    colour does not vary), one that tracks every subject's colouring scores 1. NaN with fewer than 3
+    subjects or when the ground truth itself does not vary."""
+    p, t = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    if p.shape != t.shape or p.ndim != 2:
+        raise ValueError(f"colour_correlation needs two equal (subjects, channels) arrays, got {p.shape} and {t.shape}")
+    if len(p) < 3:
+        return float("nan")
+    rs = []
+    for c in range(p.shape[1]):
+        dp, dt = p[:, c] - p[:, c].mean(), t[:, c] - t[:, c].mean()
+        if np.sqrt((dt ** 2).mean()) < 1e-6:
+            continue
+        sp = np.sqrt((dp ** 2).mean())
+        rs.append(0.0 if sp < 1e-6 else float((dp * dt).mean() / (sp * np.sqrt((dt ** 2).mean()))))
+    return float(np.mean(rs)) if rs else float("nan")
 
 
 def _json_safe(x):
@@ -251,10 +276,12 @@ def evaluate_subject(fn: ReconstructFn, sample: dict, size: int, gt_mode: str, g
     m = image_metrics(pred, gt, lpips_weights)
     apd = metrics.apd(pred[:1], gt[:1])
     per_view = {v: {k: float(m[k][i]) for k in m} for i, v in enumerate(EVAL_VIEWS)}
+    bg = background.tolist()
+    pred_colour, gt_colour = (foreground_mean_colour(torch.cat(list(x), dim=-1), bg).tolist() for x in (pred, gt))
     result = SubjectResult(
         subject=sample["subject"], psnr=float(m["psnr"].mean()), ssim=float(m["ssim"].mean()), lpips=float(m["lpips"].mean()),
         apd=float("nan") if apd is None else apd, csim=csim(pred[:1], gt[:1]), recon_s=recon_s, render_ms_per_view=render_ms,
-        peak_mem_mb=mem, gt_source=source, view_error_deg=err, per_view=per_view)
+        peak_mem_mb=mem, gt_source=source, view_error_deg=err, per_view=per_view, pred_colour=pred_colour, gt_colour=gt_colour)
     return result, grid_row(image, pred, gt)
 
 

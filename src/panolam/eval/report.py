@@ -1,6 +1,6 @@
 """Evaluation outputs: ``metrics.json`` (settings, per-subject and mean metrics), ``metrics.md`` (a
 Table-2 style quality table, Method | PSNR↑ | SSIM↑ | LPIPS↓ | CSIM↑ | APD↓, and a Table-3 style
-timing table) and ``grid.png`` (input | pred front/left/right/back | GT front/left/right/back for the
+timing table, with the input-reading colour r between them) and ``grid.png`` (input | pred front/left/right/back | GT front/left/right/back for the
 first subjects). :func:`markdown_tables` takes several reports, so an ablation script can put every
 checkpoint (and the template baseline) in one table. All files are written atomically.
 """
@@ -47,7 +47,10 @@ def markdown_tables(reports: Sequence[EvalReport]) -> str:
     lines += [quality_row(r) for r in reports]
     notes = sorted({r.csim_status for r in reports if r.csim_status != "ok"})
     lines += [""] + [f"CSIM: {n} (pip install dlib-bin face_recognition_models for dlib-CSIM)." for n in notes]
-    lines += ["APD: mean |Δ Euler| (radians) of the FaceMesh head pose on the front view; subjects without a detected face are excluded.", ""]
+    lines += ["APD: mean |Δ Euler| (radians) of the FaceMesh head pose on the front view; subjects without a detected face are excluded."]
+    lines += ["Input reading, colour r (Pearson r over subjects between predicted and true foreground colour; "
+              "0 = the same head for every photo, 1 = tracks each subject): "
+              + ", ".join(f"{r.label} {_num(r.mean().get('colour_r'), 2)}" for r in reports) + ".", ""]
     lines += ["| Time | " + " | ".join(r.label for r in reports) + " |", "|---" * (len(reports) + 1) + "|"]
     means = [r.mean() for r in reports]
     lines.append("| Recon.(s) | " + " | ".join(_num(m["recon_s"], 3) for m in means) + " |")
