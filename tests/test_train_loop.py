@@ -76,3 +76,18 @@ def test_resume_without_checkpoint_and_damaged_pointer(tmp_path):
     (tmp_path / "checkpoints" / "latest").write_text("step_00000009")
     with pytest.raises(FileNotFoundError, match="step_00000009"):
         loop.latest_checkpoint(tmp_path)
+
+
+def test_init_weights_starts_from_a_checkpoint(dataset, tmp_path):
+    source = tmp_path / "source"
+    loop.train(get_config("tiny", ["data.views_per_step=2", "train.steps=2"]), dataset, str(source), progress=False)
+    trained = _weights(source, 2)
+    # lr 0 (AdamW's decay is scaled by lr too): the run's weights stay exactly the ones it started from.
+    frozen = ["data.views_per_step=2", "train.steps=1", "train.lr=0", "train.warmup_steps=0"]
+    loop.train(get_config("tiny", [*frozen, f"train.init_weights={source}"]), dataset, str(tmp_path / "init"), progress=False)
+    loop.train(get_config("tiny", frozen), dataset, str(tmp_path / "scratch"), progress=False)
+    init, scratch = _weights(tmp_path / "init", 1), _weights(tmp_path / "scratch", 1)
+    assert all(torch.equal(init[k], trained[k]) for k in trained)
+    assert any(not torch.equal(scratch[k], trained[k]) for k in trained)
+    with pytest.raises(FileNotFoundError, match="train.init_weights="):
+        loop.Trainer(get_config("tiny", [f"train.init_weights={tmp_path / 'nowhere'}"]), dataset, str(tmp_path / "bad"), progress=False)

@@ -34,6 +34,10 @@ class TrainConfig:
     st_ray_end: float = 3.3
     teacher_steps: int = 2000  # `panolam teacher fit`: optimisation steps per subject batch
     teacher_lr: float = 5e-2  # Adam step of the planes (the shared decoder uses a tenth); cosine-decayed to a tenth
+    # Start from these network weights (a model dir, a step_XXXXXXXX dir, a run dir, or "shipped" for the
+    # default model) instead of a random init: fine-tuning. Optimiser, schedule and data start fresh;
+    # --resume of the run's own checkpoint takes precedence.
+    init_weights: str | None = None
     checkpoint_every: int = 500
     log_every: int = 20
     sample_every: int = 500

@@ -154,6 +154,16 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def resolve_init_weights(spec: str) -> Path:
+    """``train.init_weights`` as a model directory: "shipped" is the default model in the package."""
+    from panolam.pipeline import DEFAULT_CHECKPOINT, resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(DEFAULT_CHECKPOINT if spec == "shipped" else spec)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"train.init_weights={spec}: {exc}") from exc
+
+
 class Trainer:
     """Holds the run's objects; :meth:`fit` trains until ``train.steps`` (or ``stop_after`` more steps)."""
 
@@ -173,6 +183,8 @@ class Trainer:
         # Same seed on every rank for identical initial weights; per-rank streams after that.
         torch.manual_seed(t.seed)
         self.model = PanoLAM(cfg.model)
+        if t.init_weights:
+            load_weights_into(self.model, resolve_init_weights(t.init_weights))
         # DDP cannot broadcast sparse buffers (the densification matrix); they are derived identically on every rank.
         sparse = [n for n, b in self.model.named_buffers() if b.is_sparse]
         if sparse:
