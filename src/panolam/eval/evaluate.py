@@ -113,12 +113,10 @@ def colour_correlation(pred: Sequence[Sequence[float]], gt: Sequence[Sequence[fl
     if len(p) < 3:
         return float("nan")
     rs = []
-    for c in range(p.shape[1]):
-        dp, dt = p[:, c] - p[:, c].mean(), t[:, c] - t[:, c].mean()
-        if np.sqrt((dt ** 2).mean()) < 1e-6:
+    for pc, tc in zip(p.T, t.T):
+        if tc.std() < 1e-6:
             continue
-        sp = np.sqrt((dp ** 2).mean())
-        rs.append(0.0 if sp < 1e-6 else float((dp * dt).mean() / (sp * np.sqrt((dt ** 2).mean()))))
+        rs.append(0.0 if pc.std() < 1e-6 else float(((pc - pc.mean()) * (tc - tc.mean())).mean() / (pc.std() * tc.std())))
     return float(np.mean(rs)) if rs else float("nan")
 
 

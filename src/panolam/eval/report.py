@@ -1,8 +1,9 @@
 """Evaluation outputs: ``metrics.json`` (settings, per-subject and mean metrics), ``metrics.md`` (a
 Table-2 style quality table, Method | PSNR↑ | SSIM↑ | LPIPS↓ | CSIM↑ | APD↓, the input-reading
 colour r, and a Table-3 style timing table) and ``grid.png`` (input | pred front/left/right/back |
-GT front/left/right/back for the first subjects). :func:`markdown_tables` takes several reports, so an ablation script can put every
-checkpoint (and the template baseline) in one table. All files are written atomically.
+GT front/left/right/back for the first subjects). :func:`markdown_tables` takes several reports, so
+an ablation script can put every checkpoint (and the template baseline) in one table. All files are
+written atomically.
 """
 
 from __future__ import annotations
