@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from panolam.eval.report import write_marked_section
+from panolam.eval.report import COLOUR_R_MEANING, write_marked_section
 
 START, END = "<!-- ablations:start -->", "<!-- ablations:end -->"
 VARIANTS = {
@@ -130,8 +130,7 @@ def table(rows: list[tuple[str, dict, dict | None]], args: argparse.Namespace) -
             full[1]["mean"]["psnr"] > metrics["mean"]["psnr"] and full[1]["mean"]["ssim"] > metrics["mean"]["ssim"])]
         lines += ["", "Full model beats every other row on PSNR and SSIM: " + ("yes." if not losers else
                   f"**no** — not better on both than: {', '.join(losers)}.")]
-    lines += ["", "colour r: does the model read its input (Pearson r over subjects between predicted and true "
-              "foreground colour; 0 = the same head for every photo)."]
+    lines += ["", f"colour r: does the model read its input ({COLOUR_R_MEANING})."]
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,11 @@ from panolam.eval.evaluate import EvalReport
 from panolam.gaussians.ply import atomic_write_bytes
 
 
+# What colour r means, for every table that shows it.
+COLOUR_R_MEANING = ("Pearson r over subjects between predicted and true foreground colour; "
+                    "0 = the same head for every photo, 1 = tracks each subject")
+
+
 def _num(x, digits: int) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -49,11 +54,10 @@ def markdown_tables(reports: Sequence[EvalReport]) -> str:
     notes = sorted({r.csim_status for r in reports if r.csim_status != "ok"})
     lines += [""] + [f"CSIM: {n} (pip install dlib-bin face_recognition_models for dlib-CSIM)." for n in notes]
     lines += ["APD: mean |Δ Euler| (radians) of the FaceMesh head pose on the front view; subjects without a detected face are excluded."]
-    lines += ["Input reading, colour r (Pearson r over subjects between predicted and true foreground colour; "
-              "0 = the same head for every photo, 1 = tracks each subject): "
-              + ", ".join(f"{r.label} {_num(r.mean().get('colour_r'), 2)}" for r in reports) + ".", ""]
-    lines += ["| Time | " + " | ".join(r.label for r in reports) + " |", "|---" * (len(reports) + 1) + "|"]
     means = [r.mean() for r in reports]
+    lines += [f"Input reading, colour r ({COLOUR_R_MEANING}): "
+              + ", ".join(f"{r.label} {_num(m['colour_r'], 2)}" for r, m in zip(reports, means)) + ".", ""]
+    lines += ["| Time | " + " | ".join(r.label for r in reports) + " |", "|---" * (len(reports) + 1) + "|"]
     lines.append("| Recon.(s) | " + " | ".join(_num(m["recon_s"], 3) for m in means) + " |")
     lines.append("| Render(ms/view) | " + " | ".join(_num(m["render_ms_per_view"], 2) for m in means) + " |")
     mem_kind = "GPU max allocated" if first.get("device") == "cuda" else "peak process RSS"
