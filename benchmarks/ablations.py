@@ -7,6 +7,7 @@ batch, views, seed) and differs in one switch only:
     no_c2f      model.coarse_to_fine=false      (dense Gaussians predicted directly)
     no_rayagg   model.ray_aggregation=false     (single-point tri-plane query)
     data_1_20   data.train_subjects=N/20        (the first 1/20 of the training subjects)
+    no_pixel    model.pixel_aligned=false       (beyond the paper: no pose head / pixel-aligned sampling)
 
 plus the trivial baseline (undeformed template with the input's mean colour). Training runs as
 ``panolam train`` subprocesses, ``--jobs`` at a time with the cores split between them (torch
@@ -39,6 +40,7 @@ VARIANTS = {
     "no_c2f": ("w/o coarse-to-fine", ["model.coarse_to_fine=false"]),
     "no_rayagg": ("w/o ST ray aggregation", ["model.ray_aggregation=false"]),
     "data_1_20": ("1/20 of the training subjects", None),  # filled in from the dataset size
+    "no_pixel": ("w/o pixel-aligned", ["model.pixel_aligned=false"]),
 }
 BASELINE = "template"
 

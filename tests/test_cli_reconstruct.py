@@ -104,8 +104,11 @@ def test_already_framed_input_is_composited_and_cropped_not_stretched():
     img = np.zeros((40, 80, 4), np.uint8)
     img[..., 0] = 200
     img[:, 20:60, 3] = 255  # opaque square in the middle, transparent left/right bands
-    out = _square_resize(img, 40)
+    out, alpha = _square_resize(img, 40)
     assert out.shape == (40, 40, 3)
     assert (out[..., 0] == 200).all() and (out[..., 1] == 0).all()  # the centre crop is the opaque square
-    wide = _square_resize(np.dstack([img[..., :3], np.zeros((40, 80), np.uint8)]), 20)
+    assert alpha.shape == (40, 40) and np.allclose(alpha, 1.0)  # its matte travels with it (pixel-aligned input)
+    wide, wide_alpha = _square_resize(np.dstack([img[..., :3], np.zeros((40, 80), np.uint8)]), 20)
     assert (wide == 255).all()  # fully transparent -> the white training background
+    assert np.allclose(wide_alpha, 0.0)
+    assert _square_resize(img[..., :3], 20)[1] is None  # RGB has no matte: the network estimates one

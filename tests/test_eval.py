@@ -45,7 +45,7 @@ def oracle(root: str):
         s = load_subject(root, sid)
         table.append((s["images"][ev.input_view(s["world_to_cam"])], gen.subject(s["meta"]["seed"]).payload))
 
-    def fn(image: torch.Tensor):
+    def fn(image: torch.Tensor, mask: torch.Tensor | None = None):
         return min(table, key=lambda t: float((t[0] - image).abs().mean()))[1]
 
     return fn

@@ -18,7 +18,8 @@ from panolam.model.point_branch import positional_encoding
 
 
 def tiny_cfg(**changes):
-    return dataclasses.replace(get_config("tiny").model, **changes)
+    """The tiny preset as the paper's network (the pixel-aligned additions have their own tests)."""
+    return dataclasses.replace(get_config("tiny").model, **{"pixel_aligned": False, **changes})
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from panolam.gaussians import Gaussians
+from panolam.geometry.cameras import Cameras
 from panolam.gaussians.ply import atomic_write_bytes, save_ply, save_splat
 from panolam.runtime import resolve_device
 
@@ -36,6 +37,8 @@ class Reconstruction:
     framed: np.ndarray  # (H, W, 3) uint8: what the network saw
     timings: dict[str, float]
     trained: bool
+    alpha: np.ndarray | None = None  # (H, W) float32 person matte of ``framed``, when preprocessing made one
+    input_camera: Cameras | None = None  # the input view's camera at the framed size (pixel-aligned networks)
 
 
 def find_checkpoint(checkpoint: str | os.PathLike | None, use_default: bool = True) -> Path | None:
@@ -106,33 +109,51 @@ class Reconstructor:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         rgb = load_photo(photo) if not isinstance(photo, np.ndarray) else photo
+        alpha = None
         if preprocess:
-            framed = frame_photo(rgb, size=size).image
+            result = frame_photo(rgb, size=size)
+            framed, alpha = result.image, result.alpha
         else:
-            framed = _square_resize(rgb, size)
+            framed, alpha = _square_resize(rgb, size)
         timings["preprocess_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = self.model(self.image_tensor(framed))
+        image = self.image_tensor(framed)
+        if self.model_cfg.pixel_aligned:
+            masks = None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None].to(self.device)
+            out = self.model(image, masks=masks)
+        else:
+            out = self.model(image)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings["reconstruct_s"] = time.perf_counter() - t0
         head = out.dense[0].detach().to("cpu", torch.float32)
-        return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained)
+        camera = None if out.input_camera is None else out.input_camera.to("cpu").to_cameras(framed.shape[1], framed.shape[0])
+        pose = out.input_pose_deg()
+        if pose is not None:  # the pose head's view estimate, kept with the timings for the user and benchmarks
+            timings["input_yaw_deg"], timings["input_pitch_deg"] = float(pose[0][0]), float(pose[1][0])
+        return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained, alpha=alpha,
+                              input_camera=camera)
 
 
-def _square_resize(img: np.ndarray, size: int) -> np.ndarray:
+def _square_resize(img: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """An already-framed photo as the network input: RGBA composited on white (the training background),
-    centre-cropped to a square (never stretched), resized to ``size``."""
+    centre-cropped to a square (never stretched), resized to ``size``; also its alpha, if it had one."""
     from PIL import Image
 
+    alpha = None
     if img.ndim == 3 and img.shape[2] == 4:
-        alpha = img[..., 3:4].astype(np.float32) / 255
-        img = (img[..., :3].astype(np.float32) * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+        alpha = img[..., 3].astype(np.float32) / 255
+        a = alpha[..., None]
+        img = (img[..., :3].astype(np.float32) * a + 255 * (1 - a) + 0.5).astype(np.uint8)
     h, w = img.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     square = np.ascontiguousarray(img[top : top + side, left : left + side])
-    return np.asarray(Image.fromarray(square).convert("RGB").resize((size, size), Image.BICUBIC))
+    rgb = np.asarray(Image.fromarray(square).convert("RGB").resize((size, size), Image.BICUBIC))
+    if alpha is not None:
+        crop = np.ascontiguousarray(alpha[top : top + side, left : left + side])
+        alpha = np.asarray(Image.fromarray(crop, mode="F").resize((size, size), Image.BILINEAR), dtype=np.float32).clip(0, 1)
+    return rgb, alpha
 
 
 def render_views(g: Gaussians, names: Sequence[str] = ("front", "left", "right", "back"), size: int = 512, input_image: np.ndarray | None = None) -> np.ndarray:

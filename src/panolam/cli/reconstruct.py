@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         line = (f"{stem}: {len(result.gaussians)} Gaussians -> {paths['ply']}  "
                 f"(preprocess {t['preprocess_s']:.2f} s, reconstruct {t['reconstruct_s']:.2f} s, "
                 f"views {t['render_views_s']:.2f} s" + (f", turntable {t['render_per_frame_s'] * 1000:.0f} ms/frame" if args.frames else "") + ")")
+        if "input_yaw_deg" in t:
+            line += f"  [estimated view: yaw {t['input_yaw_deg']:+.0f}°, pitch {t['input_pitch_deg']:+.0f}°]"
         tqdm.write(line)
     if not rec.trained:
         print("note: weights are untrained; see README 'Default model'", file=sys.stderr)

@@ -57,6 +57,9 @@ class ModelConfig:
     ray_samples: int = 32  # K_m per camera
     ray_interval: float = 0.06  # length of the sampled interval centred on each point
     coarse_to_fine: bool = True  # False = predict dense Gaussians directly (ablation)
+    # Beyond the paper: a pose head estimates the input camera; points sample the input image where they
+    # project (RGB, mask, a conv-stem map, the token map) with a soft visibility test; see model/pixel_aligned.
+    pixel_aligned: bool = False
 
 
 PRESETS: dict[str, ModelConfig] = {
@@ -65,12 +68,12 @@ PRESETS: dict[str, ModelConfig] = {
         encoder="vit", encoder_frozen=False, image_size=224, vit_dim=192, vit_depth=8, vit_heads=3,
         encoder_layers=(2, 4, 6, 8), c_t=192, heads=6, point_blocks=3, triplane_blocks=2,
         template_vertices=2500, dense_points=6000, area_threshold=1e-4, triplane_res=32,
-        triplane_channels=16, triplane_upsample=2, ray_samples=8,
+        triplane_channels=16, triplane_upsample=2, ray_samples=8, pixel_aligned=True,
     ),
     "tiny": ModelConfig(
         encoder="vit", encoder_frozen=False, image_size=56, vit_dim=32, vit_depth=4, vit_heads=2,
         encoder_layers=(1, 2, 3, 4), c_t=32, heads=2, point_blocks=1, triplane_blocks=1, head_layers=3,
         pe_freqs=4, template_vertices=400, dense_points=1000, area_threshold=1e-3, triplane_res=8,
-        triplane_channels=8, ray_samples=4,
+        triplane_channels=8, ray_samples=4, pixel_aligned=True,
     ),
 }

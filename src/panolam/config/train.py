@@ -21,6 +21,11 @@ class TrainConfig:
     lambda_rgb_st: float = 0.1  # lambda_4
     lambda_mask: float = 1.0  # lambda_5
     lambda_st: float = 1e-4  # lambda_6
+    # Pixel-aligned models only (model.pixel_aligned): weight of the pose head's loss (squared error of
+    # the (sin, cos) yaw/pitch vector against the input view's camera), and the std (degrees) of the
+    # random rotation added to the true input camera the points are projected with in training.
+    lambda_pose: float = 1.0
+    input_camera_noise_deg: float = 2.0
     lpips_weights: str | None = None  # local standard-LPIPS file; None = shipped ST-LPIPS
     lpips_net: str = "vgg"  # trunk of the shipped ST-LPIPS used as the loss ("vgg" or "alex"; eval always uses "alex")
     st_decoder: str | None = None  # frozen tri-plane decoder (.safetensors from `panolam teacher fit`); None = no L_rgb^ST

@@ -44,7 +44,7 @@ from panolam.gaussians import Gaussians
 from panolam.geometry.cameras import Cameras
 from panolam.render import rasterize
 
-ReconstructFn = Callable[[torch.Tensor], Gaussians]  # (3, H, W) image in [0, 1] -> unbatched Gaussians
+ReconstructFn = Callable[[torch.Tensor, "torch.Tensor | None"], Gaussians]  # (3, H, W) image in [0, 1], (1, H, W) matte or None -> unbatched Gaussians
 EVAL_VIEWS = ("front", "left", "right", "back")  # the order of eval_views()
 PSNR_CAP = 100.0
 GRID_ROWS = 8
@@ -207,13 +207,13 @@ def _peak_rss_mb() -> float:
     return rss / (1024 * 1024) if os.uname().sysname == "Darwin" else rss / 1024
 
 
-def _reconstruct(fn: ReconstructFn, image: torch.Tensor) -> tuple[Gaussians, float, float]:
+def _reconstruct(fn: ReconstructFn, image: torch.Tensor, mask: torch.Tensor | None) -> tuple[Gaussians, float, float]:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        g = fn(image)
+        g = fn(image, mask)
     _sync(g.device)
     seconds = time.perf_counter() - t0
     mem = torch.cuda.max_memory_allocated() / 2**20 if g.device.type == "cuda" else _peak_rss_mb()
@@ -269,7 +269,7 @@ def evaluate_subject(fn: ReconstructFn, sample: dict, size: int, gt_mode: str, g
         gt, cams, err = nearest_ground_truth(sample, size)
         source = "nearest"
     image = sample["images"][first].float()
-    g, recon_s, mem = _reconstruct(fn, image)
+    g, recon_s, mem = _reconstruct(fn, image, sample["masks"][first].float())
     pred, render_ms = _render(g, cams, background)
     m = image_metrics(pred, gt, lpips_weights)
     apd = metrics.apd(pred[:1], gt[:1])
@@ -342,7 +342,8 @@ def evaluate(reconstruct_fn: ReconstructFn, data_root: str | Path, split: str = 
 
 def _warm_up(fn: ReconstructFn, sample: dict, size: int) -> None:
     with torch.inference_mode():
-        g = fn(sample["images"][input_view(sample["world_to_cam"])].float())
+        first = input_view(sample["world_to_cam"])
+        g = fn(sample["images"][first].float(), sample["masks"][first].float())
     _render(g, eval_views(size)[:1], torch.ones(3))
 
 
@@ -355,10 +356,12 @@ def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.devic
     rec = Reconstructor(resolve_checkpoint(checkpoint), device=device)
     size = rec.model_cfg.image_size
 
-    def fn(image: torch.Tensor) -> Gaussians:
-        # Same resize as the training loop's encoder input.
+    def fn(image: torch.Tensor, mask: torch.Tensor | None = None) -> Gaussians:
+        # Same resize as the training loop's encoder input; a pixel-aligned network estimates the camera.
         x = F.interpolate(image[None].to(rec.device).float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return rec.model(x).dense[0]
+        if not rec.model_cfg.pixel_aligned:
+            return rec.model(x).dense[0]
+        return rec.model(x, masks=None if mask is None else mask[None].to(rec.device)).dense[0]
 
     return fn
 
@@ -375,7 +378,7 @@ def template_baseline(template: str = "builtin", vertices: int = 5023, opacity: 
     scale = mean_edge_length(verts, tpl.faces)
     n = verts.shape[0]
 
-    def fn(image: torch.Tensor) -> Gaussians:
+    def fn(image: torch.Tensor, mask: torch.Tensor | None = None) -> Gaussians:
         colour = foreground_mean_colour(image, background)
         return Gaussians(means=verts.clone(), quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
                          scales=torch.full((n, 3), scale), opacities=torch.full((n,), opacity), colors=colour.expand(n, 3).clone())

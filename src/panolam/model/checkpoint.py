@@ -146,12 +146,16 @@ def _read_weights(where: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{where / WEIGHTS_NAME} is not a readable safetensors file (corrupt or truncated?): {exc}") from exc
 
 
-def _check_state(state: dict[str, torch.Tensor], model: PanoLAM, where: Path, skip_backbone: bool) -> None:
+def _check_state(state: dict[str, torch.Tensor], model: PanoLAM, where: Path, skip_backbone: bool,
+                 allow_missing: bool = False) -> list[str]:
+    """Raise :class:`CheckpointError` unless ``state`` fits ``model``; returns the model keys the state lacks
+    (an error too, unless ``allow_missing``)."""
     expected = {
         k: tuple(v.shape) for k, v in model.state_dict().items() if not (skip_backbone and k.startswith(BACKBONE_PREFIX))
     }
     got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(set(expected) - set(got))
+    absent = sorted(set(expected) - set(got))
+    missing = [] if allow_missing else absent
     unexpected = sorted(set(got) - set(expected))
     shapes = sorted(f"{k}: checkpoint {got[k]} vs config {expected[k]}" for k in set(got) & set(expected) if got[k] != expected[k])
     if missing or unexpected or shapes:
@@ -161,6 +165,7 @@ def _check_state(state: dict[str, torch.Tensor], model: PanoLAM, where: Path, sk
                 more = f" (+{len(items) - 10} more)" if len(items) > 10 else ""
                 lines.append(f"  {title} ({len(items)}): {', '.join(items[:10])}{more}")
         raise CheckpointError("\n".join(lines))
+    return absent
 
 
 def load_model(path_dir_or_file: str | os.PathLike, device: str | torch.device = "cpu",
@@ -185,10 +190,13 @@ def load_model(path_dir_or_file: str | os.PathLike, device: str | torch.device =
     return model.to(device).eval(), config
 
 
-def load_weights_into(model: PanoLAM, path_dir_or_file: str | os.PathLike) -> dict[str, Any]:
+def load_weights_into(model: PanoLAM, path_dir_or_file: str | os.PathLike, allow_missing: bool = False) -> dict[str, Any]:
     """Load a checkpoint's weights into an existing ``model`` (e.g. to resume training) with the same
     checks as :func:`load_model`; a frozen backbone the checkpoint left out keeps the model's own
-    weights (read from ``encoder_weights`` when the model was built). Returns the metadata."""
+    weights (read from ``encoder_weights`` when the model was built). ``allow_missing`` lets parts of
+    ``model`` that the checkpoint lacks keep their initialisation (fine-tuning a network with new
+    modules, e.g. a pixel-aligned one from a plain one); they are listed in the returned metadata's
+    ``missing_keys``. Returns the metadata."""
     where = _resolve_dir(path_dir_or_file)
     meta = read_metadata(where)
     state = _read_weights(where)
@@ -203,9 +211,9 @@ def load_weights_into(model: PanoLAM, path_dir_or_file: str | os.PathLike) -> di
             f"checkpoint {where} holds no DINOv2 backbone weights (saved without its frozen encoder) and this "
             "model's backbone was not read from model.encoder_weights: build the model with encoder_weights set"
         )
-    _check_state(state, model, where, skip_backbone=excluded)
-    model.load_state_dict(state, strict=not excluded)
-    return meta
+    absent = _check_state(state, model, where, skip_backbone=excluded, allow_missing=allow_missing)
+    model.load_state_dict(state, strict=not (excluded or absent))
+    return {**meta, "missing_keys": absent}
 
 
 def _build_with_encoder_weights(model_cfg: ModelConfig, encoder_weights: str | None, where: Path) -> PanoLAM:

@@ -14,13 +14,19 @@ says (it is a fixed feature extractor, and then checkpoints need not store it); 
 (slices 3-5, 256/512/512 channels) are average-pooled to the (image_size / patch_size)² token grid,
 concatenated on channels and fused by the same MLP as the DINOv2 layers. Images come in as
 (B, 3, H, W) in [0, 1]; they are resized to ``image_size`` and ImageNet-normalised inside.
+
+Encoders are a registry (:func:`register_encoder`): a builder returns a :class:`Backbone` (module,
+feature width, frozen/pretrained flags, pixels -> grid tokens), and everything downstream — the fused
+tokens, the token map the pixel-aligned sampler reads, checkpoints — works for any registered name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +39,6 @@ from panolam.model.cnn_trunk import BlurPool, Trunk, load_pretrained_trunk, trun
 # behind: ((2x - 1) - (2·mean - 1)) / (2·std) = (x - mean) / std.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ENCODERS = ("dinov2", "vit", "vgg")
 VGG_STAGES = (3, 4, 5)  # 1-based VGG16 trunk slices fused by encoder="vgg": relu3_3, relu4_3, relu5_3
 VGG_MIN_SIZE = 32  # four blur-pool halvings with reflect padding 2 need at least this many pixels
 
@@ -194,62 +199,124 @@ def _placeholder_init(model: nn.Module) -> None:
             p.zero_()
 
 
+@dataclasses.dataclass
+class Backbone:
+    """What an encoder plug-in gives :class:`ImageEncoder`: the feature network and how to read it.
+
+    ``features`` maps ImageNet-normalised pixels (B, 3, S, S) to token features (B, grid², width) on
+    the ``image_size // patch_size`` grid, row-major; the encoder fuses them to C_t. ``module`` is
+    stored as ``ImageEncoder.backbone`` (checkpoint keys ``encoder.backbone.*``); ``frozen`` backbones
+    are never trained, and ``pretrained`` ones whose weights came from a file need not be saved.
+    """
+
+    module: nn.Module
+    width: int
+    frozen: bool
+    pretrained: bool
+    features: Callable[[torch.Tensor], torch.Tensor]
+    layers: tuple[int, ...] = ()  # which blocks/stages (1-based) the features concatenate
+
+
+BackboneBuilder = Callable[[ModelConfig, bool], Backbone]
+_REGISTRY: dict[str, BackboneBuilder] = {}
+
+
+def register_encoder(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Register ``builder(cfg, load_weights) -> Backbone`` as ``model.encoder=name`` (the one place a new
+    image encoder plugs in; the tokens and the token map it yields feed every branch)."""
+    def deco(builder: BackboneBuilder) -> BackboneBuilder:
+        _REGISTRY[name] = builder
+        return builder
+    return deco
+
+
+def encoder_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def _transformer_backbone(cfg: ModelConfig, load_weights: bool) -> Backbone:
+    """DINOv2-class ViT: the patch tokens of ``cfg.encoder_layers`` concatenated on channels."""
+    bad = [i for i in cfg.encoder_layers if not 1 <= i <= cfg.vit_depth]
+    if bad or not cfg.encoder_layers:
+        raise ValueError(f"model.encoder_layers={cfg.encoder_layers} must be 1-based block indices in 1..{cfg.vit_depth}")
+    layers = tuple(cfg.encoder_layers)
+    model = build_backbone(cfg, load_weights)
+    # Cut blocks after the deepest fused one (never read) and freeze the mask token (never used: no
+    # masked pre-training here), so every trainable parameter does get a gradient.
+    model.encoder.layer = model.encoder.layer[:max(layers)]
+    model.embeddings.mask_token.requires_grad_(False)
+    skip = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+
+    def features(pixels: torch.Tensor) -> torch.Tensor:
+        # hidden_states[0] is the embedding output, hidden_states[i] the output of block i (1-based). Each
+        # passes the final LayerNorm first, as DINOv2's get_intermediate_layers(norm=True) does: the raw
+        # residual stream has a few huge channels.
+        out = model(pixel_values=pixels, output_hidden_states=True)
+        return torch.cat([model.layernorm(out.hidden_states[i][:, skip:]) for i in layers], dim=-1)
+
+    pretrained = cfg.encoder == "dinov2" and bool(cfg.encoder_weights) and load_weights
+    return Backbone(model, model.config.hidden_size * len(layers), cfg.encoder_frozen, pretrained, features, layers)
+
+
+register_encoder("dinov2")(_transformer_backbone)
+register_encoder("vit")(_transformer_backbone)
+
+
+@register_encoder("vgg")
+def _vgg_backbone(cfg: ModelConfig, load_weights: bool) -> Backbone:
+    """Pretrained shift-tolerant VGG16 trunk (fused width 256 + 512 + 512), ALWAYS frozen: a fixed
+    feature extractor, so ``encoder_frozen`` is ignored. ``model.encoder_weights`` may name a local
+    copy of an ST-LPIPS VGG16 file; unset, the file shipped in ``stlpips-pytorch`` is read.
+    ``load_weights=False`` builds the trunk untrained (a checkpoint that stored it is about to overwrite it)."""
+    if cfg.image_size < VGG_MIN_SIZE:
+        raise ValueError(f"model.image_size={cfg.image_size} is too small for encoder='vgg' (needs >= {VGG_MIN_SIZE})")
+    trunk = _vgg_trunk(cfg, load_weights)
+    grid = cfg.image_size // cfg.patch_size
+
+    def features(pixels: torch.Tensor) -> torch.Tensor:
+        """Each chosen stage resized to the grid x grid token grid (average pooling when the map is
+        larger, bilinear when smaller: relu5_3 is at ~1/16 of the side, the patch grid at 1/14) and
+        layer-normalised per token without learned parameters — the role DINOv2's final LayerNorm
+        plays for its layers, so that stages of different depth (and scale) enter the MLP balanced."""
+        maps = trunk(pixels)
+        tokens = []
+        for stage in VGG_STAGES:
+            f = maps[stage - 1]
+            if f.shape[-2] >= grid and f.shape[-1] >= grid:
+                f = F.adaptive_avg_pool2d(f, (grid, grid))
+            else:
+                f = F.interpolate(f, size=(grid, grid), mode="bilinear", align_corners=False)
+            f = f.flatten(2).transpose(1, 2)
+            tokens.append(F.layer_norm(f, f.shape[-1:]))
+        return torch.cat(tokens, dim=-1)
+
+    return Backbone(trunk, sum(trunk.channels[i - 1] for i in VGG_STAGES), True, load_weights, features, VGG_STAGES)
+
+
 class ImageEncoder(nn.Module):
-    """Images (B, 3, H, W) in [0, 1] -> image tokens F_I (B, N_patches, C_t)."""
+    """Images (B, 3, H, W) in [0, 1] -> image tokens F_I (B, N_patches, C_t); :meth:`token_map` gives
+    the same tokens as a (B, C_t, grid, grid) feature map. The backbone comes from the encoder registry."""
 
     def __init__(self, cfg: ModelConfig, load_weights: bool = True) -> None:
         super().__init__()
-        if cfg.encoder not in ENCODERS:
-            raise ValueError(f"model.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
+        if cfg.encoder not in _REGISTRY:
+            raise ValueError(f"model.encoder must be one of {encoder_names()}, got {cfg.encoder!r}")
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"model.image_size={cfg.image_size} must be a multiple of patch_size={cfg.patch_size}")
         self.kind = cfg.encoder
         self.image_size = cfg.image_size
         self.grid = cfg.image_size // cfg.patch_size
-        fused = self._init_vgg(cfg, load_weights) if cfg.encoder == "vgg" else self._init_vit(cfg, load_weights)
+        spec = _REGISTRY[cfg.encoder](cfg, load_weights)
+        self.backbone = spec.module
+        self.frozen, self.pretrained, self._features, self.layers = spec.frozen, spec.pretrained, spec.features, spec.layers
         self.fuse = nn.Sequential(
-            nn.Linear(fused, cfg.c_t), nn.GELU(), nn.Linear(cfg.c_t, cfg.c_t), nn.LayerNorm(cfg.c_t)
+            nn.Linear(spec.width, cfg.c_t), nn.GELU(), nn.Linear(cfg.c_t, cfg.c_t), nn.LayerNorm(cfg.c_t)
         )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if self.frozen:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
-
-    def _init_vit(self, cfg: ModelConfig, load_weights: bool) -> int:
-        """DINOv2-class backbone; returns the fused feature width (hidden size x number of layers)."""
-        bad = [i for i in cfg.encoder_layers if not 1 <= i <= cfg.vit_depth]
-        if bad or not cfg.encoder_layers:
-            raise ValueError(f"model.encoder_layers={cfg.encoder_layers} must be 1-based block indices in 1..{cfg.vit_depth}")
-        self.layers = tuple(cfg.encoder_layers)
-        self.frozen = cfg.encoder_frozen
-        # True when the backbone weights came from a local file: a frozen one then need not be saved.
-        self.pretrained = cfg.encoder == "dinov2" and bool(cfg.encoder_weights) and load_weights
-        self.backbone = build_backbone(cfg, load_weights)
-        self._drop_unused(max(self.layers))
-        self.skip_tokens = 1 + int(getattr(self.backbone.config, "num_register_tokens", 0) or 0)
-        return self.backbone.config.hidden_size * len(self.layers)
-
-    def _init_vgg(self, cfg: ModelConfig, load_weights: bool) -> int:
-        """Pretrained shift-tolerant VGG16 trunk; returns the fused width (256 + 512 + 512).
-
-        ``model.encoder_weights`` may name a local copy of an ST-LPIPS VGG16 file; unset, the file
-        shipped in ``stlpips-pytorch`` is read. ``load_weights=False`` builds the trunk untrained
-        (a checkpoint that stored it is about to overwrite it).
-        """
-        if cfg.image_size < VGG_MIN_SIZE:
-            raise ValueError(f"model.image_size={cfg.image_size} is too small for encoder='vgg' (needs >= {VGG_MIN_SIZE})")
-        self.layers = VGG_STAGES
-        self.frozen = True  # a pretrained feature extractor: never trained, so encoder_frozen is ignored
-        self.pretrained = load_weights
-        self.backbone = _vgg_trunk(cfg, load_weights)
-        return sum(self.backbone.channels[i - 1] for i in self.layers)
-
-    def _drop_unused(self, last_block: int) -> None:
-        """Cut blocks after the deepest fused one (never read) and freeze the mask token (never used:
-        no masked pre-training here), so every trainable parameter does get a gradient."""
-        self.backbone.encoder.layer = self.backbone.encoder.layer[:last_block]
-        self.backbone.embeddings.mask_token.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "ImageEncoder":
         super().train(mode)
@@ -266,36 +333,8 @@ class ImageEncoder(nn.Module):
         return (images - self.mean) / self.std
 
     def backbone_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Patch tokens of the chosen blocks, concatenated on channels: (B, N_patches, D·len(layers)).
-
-        Each block output passes the backbone's final LayerNorm first, as DINOv2's own
-        ``get_intermediate_layers(norm=True)`` does: the raw residual stream has a few huge channels.
-        For "vgg": the chosen trunk stages pooled to the token grid, (B, grid², 256 + 512 + 512).
-        """
-        if self.kind == "vgg":
-            return self._cnn_tokens(pixels)
-        out = self.backbone(pixel_values=pixels, output_hidden_states=True)
-        # hidden_states[0] is the embedding output, hidden_states[i] the output of block i (1-based).
-        norm = self.backbone.layernorm
-        return torch.cat([norm(out.hidden_states[i][:, self.skip_tokens:]) for i in self.layers], dim=-1)
-
-    def _cnn_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Each chosen stage resized to the grid x grid token grid (average pooling when the map is
-        larger, bilinear when smaller: relu5_3 is at ~1/16 of the side, the patch grid at 1/14) and
-        layer-normalised per token without learned parameters — the role DINOv2's final LayerNorm
-        plays for its layers, so that stages of different depth (and scale) enter the MLP balanced."""
-        maps = self.backbone(pixels)
-        size = (self.grid, self.grid)
-        tokens = []
-        for stage in self.layers:
-            f = maps[stage - 1]
-            if f.shape[-2] >= self.grid and f.shape[-1] >= self.grid:
-                f = F.adaptive_avg_pool2d(f, size)
-            else:
-                f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-            f = f.flatten(2).transpose(1, 2)
-            tokens.append(F.layer_norm(f, f.shape[-1:]))
-        return torch.cat(tokens, dim=-1)
+        """The backbone's token features before fusion: (B, grid², width)."""
+        return self._features(pixels)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = self.preprocess(images)
@@ -305,6 +344,10 @@ class ImageEncoder(nn.Module):
         else:
             feats = self.backbone_features(pixels)
         return self.fuse(feats)
+
+    def token_map(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, grid², C) as a feature map (B, C, grid, grid) (row-major patch order)."""
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], self.grid, self.grid)
 
 
 def _vgg_trunk(cfg: ModelConfig, load_weights: bool) -> Trunk:

@@ -13,6 +13,10 @@ file is never written), held as non-persistent buffers. Ablation switches:
 ("w/o C2F") drops the coarse stage: the point branch runs directly over the M_D densified template
 points (their own γ encodings), and the dense head — with the coarse bound ε_OC, since these points
 must now make the whole deformation — decodes Gaussians at W·V + O; ``coarse`` is then ``None``.
+``pixel_aligned=True`` (beyond the paper, :mod:`panolam.model.pixel_aligned`) adds a pose head
+that estimates the input camera, projects the template and dense points into the input image with
+that camera (or the one the caller passes: the true one in training) and feeds what they sample
+there into the point tokens and the dense head, with a visibility-driven colour copy gate.
 The network never renders and never reads datasets.
 """
 
@@ -29,6 +33,8 @@ from panolam.geometry.densify import build_densification, densify
 from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
+from panolam.model.pixel_aligned import (ColourGate, InputCamera, PixelAlignedSampler, PixelFeatures, PoseHead,
+                                         mask_from_background, pose_angles, zero_init_mlp)
 from panolam.model.point_branch import PointBranch
 from panolam.model.triplane_branch import TriplaneBranch
 
@@ -40,6 +46,12 @@ class PanoLAMOutput:
     coarse: Gaussians | None  # (B, M_C) Gaussians; None when coarse_to_fine=False
     dense: Gaussians  # (B, M_D) Gaussians: the reconstructed head
     planes: torch.Tensor  # (B, 6, C_st, H_T, W_T) predicted spherical tri-planes
+    pose: torch.Tensor | None = None  # (B, 4) estimated input view (sin, cos of yaw and pitch); pixel_aligned only
+    input_camera: InputCamera | None = None  # the camera the points were projected with; pixel_aligned only
+
+    def input_pose_deg(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Estimated input-camera yaw and pitch in degrees, or None without a pose head."""
+        return None if self.pose is None else pose_angles(self.pose)
 
 
 def _gaussians(positions: torch.Tensor, params: GaussianParams) -> Gaussians:
@@ -75,6 +87,8 @@ class PanoLAM(nn.Module):
         W = build_densification(verts, template.faces, cfg.area_threshold, cfg.dense_points).float().coalesce()
         self.register_buffer("template_vertices", verts, persistent=False)
         self.register_buffer("densify_matrix", W, persistent=False)
+        normals = template.vertex_normals().float()
+        self.register_buffer("template_normals", normals, persistent=False)
         self.num_coarse, self.num_dense = verts.shape[0], W.shape[0]
         edge = mean_edge_length(verts, template.faces)
         dense_scale = edge * (self.num_coarse / self.num_dense) ** 0.5  # spacing shrinks as sqrt of the count
@@ -86,24 +100,79 @@ class PanoLAM(nn.Module):
             self.register_buffer("dense_template", densify(W, verts), persistent=False)
         dense_offset = cfg.offset_dense if cfg.coarse_to_fine else cfg.offset_coarse
         self.dense_head = GaussianHead(2 * cfg.c_t, cfg.c_t, dense_offset, cfg.scale_max, dense_scale, cfg.head_layers)
+        if cfg.pixel_aligned:
+            dense_normals = densify(W, normals)
+            self.register_buffer("dense_normals", torch.nn.functional.normalize(dense_normals, dim=-1), persistent=False)
+            self.pose_head = PoseHead(cfg.c_t)
+            self.pixel_sampler = PixelAlignedSampler(cfg.c_t)
+            d = self.pixel_sampler.out_dim
+            # Zero-initialised: a pixel-aligned network fine-tuned from a plain one starts as that network.
+            self.point_pixel_proj = zero_init_mlp(d, cfg.c_t, cfg.c_t)
+            self.dense_pixel_proj = zero_init_mlp(d, cfg.c_t, 2 * cfg.c_t)
+            self.coarse_gate = ColourGate(d + cfg.c_t)
+            self.dense_gate = ColourGate(d + 2 * cfg.c_t)
 
-    def forward(self, images: torch.Tensor) -> PanoLAMOutput:
+    def forward(self, images: torch.Tensor, camera: InputCamera | None = None, masks: torch.Tensor | None = None) -> PanoLAMOutput:
+        """``images`` (B, 3, H, W) in [0, 1] on the training background. With ``pixel_aligned``:
+        ``camera`` is the input view's camera (default: the pose head's estimate at the nominal radius
+        and FOV), ``masks`` (B, 1, H, W) the person matte (default: pixels that differ from white)."""
         tokens = self.encoder(images)
         b = tokens.shape[0]
         planes = self.triplane_branch.planes(tokens)
+        pix = self._pixel_inputs(images, tokens, camera, masks) if self.cfg.pixel_aligned else None
         if self.cfg.coarse_to_fine:
             verts = self.template_vertices.unsqueeze(0).expand(b, -1, -1)
-            feats, coarse_params = self.point_branch(verts, tokens)
+            extra = coarse_pix = None
+            if pix is not None:
+                coarse_pix = self._sample(pix, verts, self.template_normals)
+                extra = self.point_pixel_proj(coarse_pix.features)
+            feats, coarse_params = self.point_branch(verts, tokens, extra)
+            if coarse_pix is not None:
+                coarse_params.colors = self.coarse_gate(coarse_params.colors, coarse_pix,
+                                                        torch.cat([coarse_pix.features, feats], dim=-1))
             coarse = _gaussians(verts, coarse_params)
             dense_points = _densify(self.densify_matrix, coarse.means)
             dense_feats = _densify(self.densify_matrix, feats)
         else:
             coarse = None
             dense_points = self.dense_template.unsqueeze(0).expand(b, -1, -1)
-            dense_feats = self.point_branch.features(dense_points, tokens)
+            extra = None
+            if pix is not None:
+                extra = self.point_pixel_proj(self._sample(pix, dense_points, self.dense_normals).features)
+            dense_feats = self.point_branch.features(dense_points, tokens, extra)
         triplane_feats = self.triplane_branch.aggregate(planes, dense_points)
-        dense = _gaussians(dense_points, self.dense_head(torch.cat([dense_feats, triplane_feats], dim=-1)))
-        return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes)
+        hidden = torch.cat([dense_feats, triplane_feats], dim=-1)
+        dense_pix = None
+        if pix is not None:
+            dense_pix = self._sample(pix, dense_points, self.dense_normals)
+            hidden = hidden + self.dense_pixel_proj(dense_pix.features)
+        dense_params = self.dense_head(hidden)
+        if dense_pix is not None:
+            dense_params.colors = self.dense_gate(dense_params.colors, dense_pix, torch.cat([dense_pix.features, hidden], dim=-1))
+        dense = _gaussians(dense_points, dense_params)
+        if pix is None:
+            return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes)
+        return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes, pose=pix["pose"], input_camera=pix["camera"])
+
+    def _pixel_inputs(self, images: torch.Tensor, tokens: torch.Tensor, camera: InputCamera | None,
+                      masks: torch.Tensor | None) -> dict:
+        """Everything the points sample from, computed once per image: camera, pose, stem and token maps."""
+        pose = self.pose_head(tokens)
+        if camera is None:
+            yaw, pitch = pose_angles(pose.detach())
+            camera = InputCamera.from_pose(yaw, pitch)
+        camera = camera.to(images.device)
+        images = images.float()
+        masks = mask_from_background(images) if masks is None else masks.to(images.device, images.dtype)
+        if masks.shape[-2:] != images.shape[-2:]:
+            masks = torch.nn.functional.interpolate(masks, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        token_map = self.encoder.token_map(tokens)
+        stem = self.pixel_sampler.maps(images, masks, self.cfg.image_size)
+        return {"pose": pose, "camera": camera, "images": images, "masks": masks, "stem": stem, "tokens": token_map}
+
+    def _sample(self, pix: dict, points: torch.Tensor, normals: torch.Tensor) -> PixelFeatures:
+        normals = normals.unsqueeze(0).expand(points.shape[0], -1, -1) if normals.ndim == 2 else normals
+        return self.pixel_sampler(pix["images"], pix["masks"], pix["stem"], pix["tokens"], points, normals, pix["camera"])
 
     @property
     def encoder_is_frozen_pretrained(self) -> bool:

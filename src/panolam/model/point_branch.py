@@ -42,12 +42,17 @@ class PointBranch(nn.Module):
             if with_head else None
         )
 
-    def features(self, points: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
-        """F_P = A_L(... A_1(MLP(γ(points)), F_I) ..., F_I)."""
-        return self.blocks(self.embed(positional_encoding(points, self.pe_freqs)), image_tokens)
+    def features(self, points: torch.Tensor, image_tokens: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """F_P = A_L(... A_1(MLP(γ(points)) [+ extra], F_I) ..., F_I); ``extra`` (B, N, C_t) carries the
+        pixel-aligned features of each point when the network has them."""
+        x = self.embed(positional_encoding(points, self.pe_freqs))
+        if extra is not None:
+            x = x + extra
+        return self.blocks(x, image_tokens)
 
-    def forward(self, points: torch.Tensor, image_tokens: torch.Tensor) -> tuple[torch.Tensor, GaussianParams]:
+    def forward(self, points: torch.Tensor, image_tokens: torch.Tensor,
+                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, GaussianParams]:
         if self.head is None:
             raise RuntimeError("this PointBranch was built without a coarse head (coarse_to_fine=False)")
-        feats = self.features(points, image_tokens)
+        feats = self.features(points, image_tokens, extra)
         return feats, self.head(feats)

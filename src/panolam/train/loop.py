@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from panolam.config import PanoLAMConfig
 from panolam.data.dataset import MultiViewDataset, collate
 from panolam.gaussians.ply import atomic_write_bytes, staging_dir
+from panolam.geometry.cameras import Cameras
 from panolam.model.checkpoint import load_weights_into, save_model
 from panolam.model.panolam import PanoLAM
 from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
@@ -150,6 +151,21 @@ def encoder_input(batch: dict[str, Any], size: int, device: torch.device) -> tor
     return img
 
 
+def model_inputs(batch: dict[str, Any], cfg: PanoLAMConfig, device: torch.device,
+                 generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Keyword arguments of the network for a batch: the encoder image, and for a pixel-aligned network
+    the input view's matte and its true camera (perturbed by ``train.input_camera_noise_deg``)."""
+    from panolam.model.pixel_aligned import InputCamera, perturb_camera
+
+    images = encoder_input(batch, cfg.model.image_size, device)
+    if not cfg.model.pixel_aligned:
+        return {"images": images}
+    size = batch["images"].shape[-1]
+    cams = Cameras(batch["world_to_cam"][:, 0].float(), batch["K"][:, 0].float(), size, batch["images"].shape[-2])
+    cam = perturb_camera(InputCamera.from_cameras(cams), cfg.train.input_camera_noise_deg, generator).to(device)
+    return {"images": images, "camera": cam, "masks": batch["masks"][:, 0].to(device).float()}
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -184,7 +200,10 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = PanoLAM(cfg.model)
         if t.init_weights:
-            load_weights_into(self.model, resolve_init_weights(t.init_weights))
+            meta = load_weights_into(self.model, resolve_init_weights(t.init_weights), allow_missing=True)
+            if meta.get("missing_keys") and self.rank == 0:
+                print(f"train.init_weights: {len(meta['missing_keys'])} parameters are new in this network and keep "
+                      f"their initialisation ({', '.join(sorted({k.split('.')[0] for k in meta['missing_keys']}))})")
         # DDP cannot broadcast sparse buffers (the densification matrix); they are derived identically on every rank.
         sparse = [n for n, b in self.model.named_buffers() if b.is_sparse]
         if sparse:
@@ -261,7 +280,7 @@ class Trainer:
         batch = _to_device(batch, self.accel.device)
         self.model.train()
         with self.accel.autocast():
-            out = self.model(encoder_input(batch, self.cfg.model.image_size, self.accel.device))
+            out = self.model(**model_inputs(batch, self.cfg, self.accel.device, self.gen))
         result = self.loss_fn(out, batch)
         if not torch.isfinite(result.total):
             raise NonFiniteLoss(f"non-finite loss {result.total.item()} at step {self.step} (rank {self.rank}) for subjects "

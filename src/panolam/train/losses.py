@@ -6,7 +6,8 @@ dense Gaussian renders (the paper supervises both); L_mask is L1 between rendere
 mask; L_st is L1 between predicted and teacher tri-planes; L_rgb^ST compares the frozen tri-plane
 decoder's volume render of the *predicted* planes with the targets (rendered at
 ``train.st_render_size`` and upsampled when that is smaller, to keep volume rendering
-affordable). A term whose inputs are missing (no teacher planes in the batch, no frozen decoder
+affordable). A pixel-aligned network (``model.pixel_aligned``) adds λ_pose·L_pose, the squared error
+of its pose head's (sin, cos) yaw/pitch vector against the input view's camera. A term whose inputs are missing (no teacher planes in the batch, no frozen decoder
 configured, no coarse stage) is skipped and reported in ``LossResult.absent`` instead of being
 faked. Gaussians and the losses are evaluated in float32 even under autocast: the rasteriser and
 LPIPS normalisation are not bf16-safe. Targets are resized (antialiased) to ``render_size``.
@@ -23,6 +24,7 @@ from torch import nn
 from panolam.config.train import TrainConfig
 from panolam.gaussians.container import Gaussians
 from panolam.geometry.cameras import Cameras
+from panolam.model.pixel_aligned import camera_pose_deg, pose_vector
 from panolam.model.triplane_decoder import TriplaneRenderer
 from panolam.render import rasterize
 from panolam.train.perceptual import Perceptual
@@ -136,5 +138,11 @@ class PanoLAMLoss(nn.Module):
                 terms.update({"rgb_st": lr.detach(), "triplane_l1": l1.detach(), "triplane_lpips": lp.detach()})
             else:
                 absent.append("rgb_st")
+            pose = getattr(output, "pose", None)
+            if pose is not None and cfg.lambda_pose > 0:
+                target_pose = pose_vector(*camera_pose_deg(batch["world_to_cam"][:, 0].to(device).float()))
+                pose_l = ((pose.float() - target_pose) ** 2).sum(-1).mean()
+                total = total + cfg.lambda_pose * pose_l
+                terms["pose"] = pose_l.detach()  # (networks without a pose head have no such term: not "absent")
             terms["total"] = total.detach()
         return LossResult(total, terms, tuple(absent), renders)

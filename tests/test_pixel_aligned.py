@@ -1,0 +1,171 @@
+"""Pixel-aligned sampling: projection, sampling, visibility, pose vectors, and the network wiring."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from panolam.config import get_config
+from panolam.gaussians.container import Gaussians
+from panolam.geometry.cameras import Cameras
+from panolam.geometry.template import load_template
+from panolam.model.pixel_aligned import (InputCamera, camera_pose_deg, perturb_camera, pose_angles, pose_vector, project,
+                                         sample_map, soft_visibility)
+from panolam.render import rasterize
+
+
+def _unproject(cam: InputCamera, u: float, v: float, depth: float) -> torch.Tensor:
+    """World point that projects to normalised (u, v) at camera depth ``depth``."""
+    K = cam.K[0]
+    x = (u - K[0, 2]) / K[0, 0] * depth
+    y = (v - K[1, 2]) / K[1, 1] * depth
+    pc = torch.tensor([x, y, depth, 1.0])
+    return (torch.linalg.inv(cam.world_to_cam[0]) @ pc)[:3]
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (35.0, -10.0), (90.0, 5.0)])
+def test_projection_lands_on_the_rasterised_pixel(yaw: float, pitch: float) -> None:
+    size = 64
+    cams = Cameras.orbit(yaw, pitch, width=size)
+    point = torch.tensor([[0.07, -0.05, 0.03]])
+    g = Gaussians(means=point, quats=torch.tensor([[1.0, 0, 0, 0]]), scales=torch.full((1, 3), 0.004),
+                  opacities=torch.tensor([0.99]), colors=torch.zeros(1, 3))
+    alpha = rasterize(g, cams, torch.ones(3), backend="torch").alpha[0, ..., 0]
+    row, col = divmod(int(alpha.argmax()), size)
+    uv, depth = project(point[None], InputCamera.from_cameras(cams))
+    assert depth[0, 0] > 0
+    assert abs(float(uv[0, 0, 0]) * size - (col + 0.5)) < 1.0
+    assert abs(float(uv[0, 0, 1]) * size - (row + 0.5)) < 1.0
+
+
+def test_sampled_colour_equals_the_image_colour_at_the_projection() -> None:
+    torch.manual_seed(0)
+    h = w = 32
+    image = torch.rand(1, 3, h, w)
+    cam = InputCamera.from_pose(torch.tensor([20.0]), torch.tensor([10.0]))
+    pixels = [(3, 5), (16, 16), (30, 1), (0, 31)]
+    pts = torch.stack([_unproject(cam, (c + 0.5) / w, (r + 0.5) / h, 2.6) for r, c in pixels])[None]
+    uv, _ = project(pts, cam)
+    got = sample_map(image, uv)[0]
+    want = torch.stack([image[0, :, r, c] for r, c in pixels])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_points_outside_the_image_sample_zero() -> None:
+    cam = InputCamera.from_pose(torch.tensor([0.0]), torch.tensor([0.0]))
+    far = _unproject(cam, 1.7, 0.5, 2.7)[None, None]
+    uv, _ = project(far, cam)
+    assert float(sample_map(torch.ones(1, 2, 8, 8), uv).abs().max()) == 0.0
+
+
+def test_visibility_hides_the_back_of_the_head() -> None:
+    tpl = load_template("builtin", 1500)
+    pts, normals = tpl.vertices.float()[None], tpl.vertex_normals().float()[None]
+    for yaw in (0.0, 60.0):
+        cam = InputCamera.from_pose(torch.tensor([yaw]), torch.tensor([0.0]))
+        visible, _, _ = soft_visibility(pts, normals, cam)
+        view_dir = torch.nn.functional.normalize(cam.centers, dim=-1)[0]
+        along = pts[0] @ view_dir  # position along the viewing axis: > 0 faces the camera
+        back = along < -0.05
+        front = (along > 0.1) & ((normals[0] @ view_dir) > 0.6)
+        assert back.sum() > 100 and front.sum() > 30
+        assert float(visible[0, back].max()) < 0.05
+        assert float(visible[0, front].median()) > 0.9
+
+
+def test_z_test_hides_a_point_behind_an_occluder_facing_the_camera() -> None:
+    cam = InputCamera.from_pose(torch.tensor([0.0]), torch.tensor([0.0]))
+    # A small sheet of points facing the camera, and one point 0.2 behind its centre, also facing it.
+    xs = torch.linspace(-0.05, 0.05, 9)
+    sheet = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
+    sheet = torch.cat([sheet, torch.full((len(sheet), 1), 0.1)], dim=1)
+    pts = torch.cat([sheet, torch.tensor([[0.0, 0.0, -0.1]])])[None]
+    normals = torch.tensor([0.0, 0.0, 1.0]).expand_as(pts)
+    visible, z_test, _ = soft_visibility(pts, normals, cam)
+    assert float(z_test[0, -1]) < 0.01
+    assert float(z_test[0, :-1].min()) > 0.9
+
+
+def test_pose_vector_round_trip_and_camera_angles() -> None:
+    yaw, pitch = torch.tensor([0.0, 45.0, -120.0, 179.0]), torch.tensor([0.0, -20.0, 30.0, 10.0])
+    y2, p2 = pose_angles(pose_vector(yaw, pitch))
+    torch.testing.assert_close(y2, yaw, atol=1e-4, rtol=0)
+    torch.testing.assert_close(p2, pitch, atol=1e-4, rtol=0)
+    cams = Cameras.orbit(yaw, pitch, width=32)
+    y3, p3 = camera_pose_deg(cams.world_to_cam)
+    torch.testing.assert_close(y3, yaw, atol=1e-3, rtol=0)
+    torch.testing.assert_close(p3, pitch, atol=1e-3, rtol=0)
+    # The nominal-pose camera equals an orbit camera with EG3D's radius and FOV.
+    cam = InputCamera.from_pose(yaw, pitch)
+    torch.testing.assert_close(cam.to_cameras(32).K, cams.K, atol=1e-4, rtol=0)
+    torch.testing.assert_close(cam.world_to_cam, cams.world_to_cam, atol=1e-5, rtol=0)
+
+
+def test_perturbed_camera_moves_by_about_sigma() -> None:
+    cam = InputCamera.from_pose(torch.zeros(200), torch.zeros(200))
+    noisy = perturb_camera(cam, 3.0, torch.Generator().manual_seed(0))
+    yaw, pitch = camera_pose_deg(noisy.world_to_cam)
+    assert 2.0 < float(yaw.std()) < 4.0 and 2.0 < float(pitch.std()) < 4.0
+    torch.testing.assert_close(noisy.centers.norm(dim=-1), cam.centers.norm(dim=-1))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from panolam.model.panolam import PanoLAM
+
+    torch.manual_seed(0)
+    return PanoLAM(get_config("tiny").model).eval()
+
+
+def test_network_copies_seen_colour_and_keeps_the_back(tiny_model) -> None:
+    """Untrained, the colour gate already copies the input colour onto visible points, not onto hidden ones."""
+    size = tiny_model.cfg.image_size
+    cam = InputCamera.from_pose(torch.tensor([0.0]), torch.tensor([0.0]))
+    masks = torch.ones(1, 1, size, size)
+    with torch.no_grad():
+        red = tiny_model(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, size, size), cam, masks)
+        green = tiny_model(torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1).expand(1, 3, size, size), cam, masks)
+    means = red.dense.means[0]
+    front, back = means[:, 2] > 0.12, means[:, 2] < -0.1
+    assert front.sum() > 20 and back.sum() > 20
+    assert float(red.dense.colors[0, front, 0].mean()) > 0.8 > float(green.dense.colors[0, front, 0].mean()) + 0.5
+    change = (red.dense.colors[0] - green.dense.colors[0]).abs().amax(-1)
+    assert float(change[back].mean()) < 0.2 < float(change[front].mean())
+    assert red.pose.shape == (1, 4) and red.input_camera is not None
+
+
+def test_network_estimates_the_camera_when_none_is_given(tiny_model) -> None:
+    size = tiny_model.cfg.image_size
+    with torch.no_grad():
+        out = tiny_model(torch.rand(2, 3, size, size))
+    yaw, pitch = out.input_pose_deg()
+    torch.testing.assert_close(out.input_camera.world_to_cam, InputCamera.from_pose(yaw, pitch).world_to_cam, atol=1e-5, rtol=0)
+    assert torch.isfinite(out.dense.colors).all()
+
+
+def test_pose_loss_trains_the_pose_head(tiny_model) -> None:
+    from panolam.train.losses import PanoLAMLoss
+
+    cfg = get_config("tiny")
+    size = cfg.model.image_size
+    loss_fn = PanoLAMLoss(cfg.train)
+    cams = Cameras.orbit(torch.tensor([30.0, 0.0]), torch.tensor([5.0, -5.0]), width=16)
+    batch = {"images": torch.rand(1, 2, 3, 16, 16), "masks": torch.ones(1, 2, 1, 16, 16),
+             "world_to_cam": cams.world_to_cam[None], "K": cams.K[None]}
+    tiny_model.zero_grad()
+    out = tiny_model.train()(torch.rand(1, 3, size, size), InputCamera.from_cameras(cams[0]))
+    result = loss_fn(out, batch)
+    tiny_model.eval()
+    assert "pose" in result.terms and "pose" not in result.absent
+    expected = ((out.pose - pose_vector(torch.tensor([30.0]), torch.tensor([5.0]))) ** 2).sum(-1).mean()
+    assert math.isclose(float(result.terms["pose"]), float(expected), rel_tol=1e-5)
+    result.total.backward()
+    # The conv stem is reached only through zero-initialised projections, so its first gradient is
+    # exactly zero (it exists, and turns non-zero once those projections have taken a step).
+    for name in ("pose_head", "pixel_sampler", "point_pixel_proj", "dense_pixel_proj", "dense_gate"):
+        grads = [p.grad for n, p in tiny_model.named_parameters() if n.startswith(name)]
+        assert grads and all(g is not None for g in grads), name
+        if name != "pixel_sampler":
+            assert any(float(g.abs().sum()) > 0 for g in grads), name
