@@ -174,3 +174,23 @@ def test_load_weights_into_an_existing_model(saved):
     wrong = PanoLAM(dataclasses.replace(cfg.model, c_t=48))
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_weights_into(wrong, path)
+
+
+def test_a_checkpoint_from_before_pixel_aligned_loads_as_the_plain_network(tmp_path):
+    """Configs saved before ``model.pixel_aligned`` existed lack it; they must not take the (pixel-aligned)
+    preset's value, or every older checkpoint of the ``default`` preset would stop loading."""
+    import json
+
+    from panolam.config import get_config
+    from panolam.model.checkpoint import load_model, save_model
+    from panolam.model.panolam import PanoLAM
+
+    cfg = get_config("tiny", ["model.pixel_aligned=false"])
+    where = save_model(tmp_path / "old", PanoLAM(cfg.model), cfg)
+    meta_path = where / "panolam.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["model"]["pixel_aligned"]
+    meta_path.write_text(json.dumps(meta))
+    model, loaded = load_model(where)
+    assert get_config("tiny").model.pixel_aligned  # the preset itself is pixel-aligned ...
+    assert not loaded.model.pixel_aligned and not hasattr(model, "pose_head")  # ... the old checkpoint is not

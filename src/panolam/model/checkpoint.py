@@ -125,7 +125,24 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+# Model fields added after checkpoint format 1 was fixed, with the behaviour a checkpoint written before
+# them had: a saved config that lacks one gets this value, not the (newer) preset's.
+LEGACY_MODEL_FIELDS: dict[str, Any] = {"pixel_aligned": False}
+
+
+def _with_legacy_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        return meta
+    if meta.get("config_kind") == "model":
+        return {**meta, "config": {**LEGACY_MODEL_FIELDS, **config}}
+    if isinstance(config.get("model"), dict):
+        return {**meta, "config": {**config, "model": {**LEGACY_MODEL_FIELDS, **config["model"]}}}
+    return meta
+
+
 def _config_from_meta(meta: dict[str, Any], where: Path) -> tuple[PanoLAMConfig | ModelConfig, ModelConfig]:
+    meta = _with_legacy_fields(meta)
     try:
         if meta.get("config_kind") == "model":
             model_cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()})
