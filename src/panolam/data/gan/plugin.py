@@ -1,0 +1,146 @@
+"""3D-GAN generators as data plug-ins (``panolam data gan``; DESIGN §4's Generator interface).
+
+:class:`GanGenerator` wraps a generator network built from a user's checkpoint (official ``.pkl``
+read by :mod:`~panolam.data.gan.pickle_io`, or a converted ``.safetensors``). A subject is one
+latent: ``z ~ N(0, I)`` drawn from the subject's seed, mapped with the frontal conditioning camera
+(as the official sampling scripts do) and truncated toward ``w_avg`` by ψ; its planes are computed
+once (constant noise) and rendered from each requested camera. The dataset image is the
+super-resolved image resized to the dataset size; the alpha is the volume renderer's accumulated
+opacity, upsampled to the same size and optionally sharpened to a matte (``alpha_threshold``:
+alpha → clamp((alpha − t)/(1 − 2t)) so that the thin haze of density around the head, which the
+GAN paints as background, is dropped). Colours are returned premultiplied by that alpha, so the
+dataset writer composites them over its background colour. The planes are stored as the
+subject's ``teacher_planes`` extra (fp16) unless ``store_planes`` is off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from panolam.data.generators import Subject
+from panolam.data.synth import derive_seed
+from panolam.geometry.cameras import EG3D_FOCAL, EG3D_RADIUS, Cameras
+
+FAMILIES = ("eg3d",)
+
+
+def build_network(family: str, checkpoint, init_kwargs: dict | None = None):
+    """Our network for ``family`` with the checkpoint's kwargs and weights (strict load)."""
+    from panolam.data.gan.eg3d import TriPlaneGenerator, eg3d_ffhq_kwargs
+
+    if family != "eg3d":
+        raise ValueError(f"unknown GAN family {family!r}; implemented: {', '.join(FAMILIES)}")
+    kwargs = dict(init_kwargs or checkpoint.init_kwargs or {})
+    if not kwargs:
+        kwargs = eg3d_ffhq_kwargs(512)  # a bare state dict: assume the released FFHQ 512² config
+    net = TriPlaneGenerator(**kwargs)
+    state = {k: v.float() for k, v in checkpoint.state_dict.items()}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint does not fit the {family} architecture: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]} (of {len(missing)}, {len(unexpected)})")
+    return net.eval().requires_grad_(False), kwargs
+
+
+def frontal_label(n: int = 1, radius: float = EG3D_RADIUS, pivot: tuple[float, float, float] = (0.0, 0.0, 0.2)) -> torch.Tensor:
+    """EG3D's conditioning camera: on +z at ``radius`` from ``pivot``, looking at it, focal 4.2647."""
+    from panolam.geometry.cameras import look_at
+
+    eye = torch.tensor(pivot) + torch.tensor([0.0, 0.0, radius])
+    c2w = look_at(eye[None], torch.tensor(pivot)[None])
+    K = torch.tensor([[EG3D_FOCAL, 0, 0.5], [0, EG3D_FOCAL, 0.5], [0, 0, 1.0]])
+    return torch.cat([c2w.reshape(1, 16), K.reshape(1, 9)], 1).repeat(n, 1)
+
+
+class GanGenerator:
+    """A :class:`~panolam.data.generators.Generator` backed by a 3D GAN checkpoint."""
+
+    def __init__(self, checkpoint: str, family: str = "eg3d", truncation: float = 0.7, truncation_cutoff: int | None = None,
+                 device: str | None = None, neural_rendering_resolution: int | None = None, alpha_threshold: float = 0.0,
+                 store_planes: bool = True, batch: int = 4, network: Any = None) -> None:
+        from panolam.data.gan.pickle_io import load_gan_checkpoint
+
+        if not 0 <= alpha_threshold < 0.5:
+            raise ValueError(f"alpha_threshold must lie in [0, 0.5), got {alpha_threshold}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if network is None:
+            ckpt = load_gan_checkpoint(checkpoint)
+            network, kwargs = build_network(family, ckpt)
+        else:
+            kwargs = {}
+        self.net = network.to(self.device)
+        self.id = family
+        self.truncation, self.truncation_cutoff = float(truncation), truncation_cutoff
+        rk = self.net.rendering_kwargs
+        self.nrr = int(neural_rendering_resolution or rk.get("neural_rendering_resolution", 0) or 128)
+        self.alpha_threshold, self.store_planes, self.batch = alpha_threshold, store_planes, max(1, int(batch))
+        self.pivot = tuple(float(v) for v in rk.get("avg_camera_pivot", (0.0, 0.0, 0.2)))
+        # What the manifest records (a resume with other settings is refused).
+        self.config = {"family": family, "checkpoint": _file_id(checkpoint), "truncation": self.truncation,
+                       "truncation_cutoff": truncation_cutoff, "neural_rendering_resolution": self.nrr,
+                       "alpha_threshold": alpha_threshold, "store_planes": store_planes,
+                       "img_resolution": self.net.img_resolution, "network_kwargs": kwargs}
+
+    @torch.no_grad()
+    def subject(self, seed: int) -> Subject:
+        g = torch.Generator().manual_seed(derive_seed(seed, "gan-z"))
+        z = torch.randn(1, self.net.z_dim, generator=g).to(self.device)
+        c = frontal_label(1, pivot=self.pivot).to(self.device)
+        ws = self.net.mapping(z, c, self.truncation, self.truncation_cutoff)
+        planes = self.net.planes(ws, noise_mode="const")
+        extras = {"teacher_planes": planes[0].half().cpu().numpy()} if self.store_planes else {}
+        attrs = {"truncation": self.truncation, "z_seed": derive_seed(seed, "gan-z")}
+        return Subject(seed, attrs, {"ws": ws, "planes": planes}, extras)
+
+    @torch.no_grad()
+    def render(self, subject: Subject, cameras: Cameras) -> tuple[torch.Tensor, torch.Tensor]:
+        """Premultiplied RGB (C, H, W, 3) and alpha (C, H, W, 1) in [0, 1]."""
+        if cameras.width != cameras.height:
+            raise ValueError(f"GAN renders are square; got {cameras.width}x{cameras.height}")
+        size = cameras.width
+        labels = cameras.to_eg3d_label().to(self.device)
+        ws, planes = subject.payload["ws"], subject.payload["planes"]
+        gen = torch.Generator(device=self.device).manual_seed(derive_seed(subject.seed, "gan-render"))
+        rgbs, alphas = [], []
+        for i in range(0, len(labels), self.batch):
+            c = labels[i:i + self.batch]
+            n = len(c)
+            out = self.net.render_planes(planes.expand(n, -1, -1, -1, -1), ws.expand(n, -1, -1), c, self.nrr, generator=gen)
+            rgb = _resize((out.image.float() + 1) / 2, size).clamp(0, 1)
+            alpha = _resize(out.image_mask.float(), size).clamp(0, 1)
+            if self.alpha_threshold > 0:
+                t = self.alpha_threshold
+                alpha = ((alpha - t) / (1 - 2 * t)).clamp(0, 1)
+            rgbs.append((rgb * alpha).permute(0, 2, 3, 1).cpu())
+            alphas.append(alpha.permute(0, 2, 3, 1).cpu())
+        return torch.cat(rgbs), torch.cat(alphas)
+
+
+def _file_id(path: Any) -> dict | None:
+    """Name and SHA-256 of the checkpoint file (a resume from a moved copy of it is still the same data)."""
+    import hashlib
+    from pathlib import Path
+
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"name": Path(path).name, "sha256": h.hexdigest()}
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
+
+
+def eg3d_generator(**kwargs: Any) -> GanGenerator:
+    return GanGenerator(family="eg3d", **kwargs)
+
+
+__all__ = ["GanGenerator", "build_network", "frontal_label", "eg3d_generator", "FAMILIES"]
