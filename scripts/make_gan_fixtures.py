@@ -1,8 +1,12 @@
-"""Build the official EG3D generator small, with random weights, and save parity fixtures.
+"""Build the official EG3D / PanoHead / SphereHead generators small, with random weights, and save parity fixtures.
 
-Run from the PanoLAM repository root with a checkout of NVlabs/eg3d *outside* the project::
+Run from the PanoLAM repository root with checkouts of NVlabs/eg3d, SizheAn/PanoHead and
+lhyfst/SphereHead *outside* the project (each in its own process: they share package names)::
 
     python scripts/make_gan_fixtures.py eg3d /path/to/eg3d/eg3d tests/fixtures/gan/eg3d_tiny
+    python scripts/make_gan_fixtures.py panohead /path/to/PanoHead tests/fixtures/gan/panohead_tiny
+    python scripts/make_gan_fixtures.py spherehead /path/to/SphereHead tests/fixtures/gan/spherehead_tiny
+    python scripts/make_gan_fixtures.py count-{eg3d,panohead,spherehead} /path/to/official
 
 This script contains none of the official code: it imports it from the path given on the command
 line, builds ``training.triplane.TriPlaneGenerator`` with tiny widths (the super-resolution module
@@ -88,11 +92,19 @@ def _cameras(n: int) -> torch.Tensor:
     return cams.to_eg3d_label()
 
 
-def make_eg3d(official: str, out: Path) -> None:
+def tiny_panohead_kwargs() -> dict:
+    """PanoHead's released settings (tri-grid depth 3, ToRGB raw image, no decoder activation,
+    background network) at tiny widths and 32² planes."""
+    kw = tiny_eg3d_kwargs()
+    kw["rendering_kwargs"].update(triplane_size=32, triplane_depth=3, decoder_activation="none", use_torgb_raw=True, use_background=True)
+    return kw
+
+
+def make_eg3d(official: str, out: Path, which: str = "eg3d") -> None:
     triplane, persistence = _import_official(official)
     from safetensors.torch import save_file
 
-    kwargs = tiny_eg3d_kwargs()
+    kwargs = tiny_eg3d_kwargs() if which == "eg3d" else tiny_panohead_kwargs()
     torch.manual_seed(0)
     G = triplane.TriPlaneGenerator(**kwargs).eval().requires_grad_(False)
     _perturb(G, 1)
@@ -104,52 +116,66 @@ def make_eg3d(official: str, out: Path) -> None:
     with torch.no_grad():
         ws = G.mapping(z, c, truncation_psi=psi, truncation_cutoff=cutoff)
         planes = G.backbone.synthesis(ws, noise_mode="const")
+        if which == "spherehead":  # the two spheres' planes, as the official synthesis() makes them
+            shape = (len(planes), 1, 3, 32, planes.shape[-2], planes.shape[-1])
+            planes = torch.cat([G.ConvA(planes).view(shape), G.ConvB(planes).view(shape)], 1).flatten(1, 3)
         torch.manual_seed(SEED_RENDER)
         out_d = G.synthesis(ws, c, neural_rendering_resolution=nrr, noise_mode="const")
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().half().contiguous() for k, v in G.state_dict().items()}
     save_file(state, str(out / "weights.safetensors"))
     save_file({"z": z.contiguous(), "c": c.contiguous()}, str(out / "inputs.safetensors"))
-    save_file({
-        "ws": ws.contiguous(), "planes": planes[:, :, ::PLANE_STRIDE, ::PLANE_STRIDE].contiguous(),
+    stride = PLANE_STRIDE if which == "eg3d" else 4
+    outputs = {
+        "ws": ws.contiguous(), "planes": planes[:, :, ::stride, ::stride].contiguous(),
         "image_raw": out_d["image_raw"].contiguous(), "image": out_d["image"].contiguous(), "image_depth": out_d["image_depth"].contiguous(),
-    }, str(out / "outputs.safetensors"))
+    }
+    if "image_mask" in out_d:
+        outputs["image_mask"] = out_d["image_mask"].contiguous()
+    save_file(outputs, str(out / "outputs.safetensors"))
     meta = {
         "class_name": "training.triplane.TriPlaneGenerator", "init_kwargs": kwargs, "official_parameter_count": n_params,
         "truncation_psi": psi, "truncation_cutoff": cutoff, "neural_rendering_resolution": nrr, "noise_mode": "const",
-        "render_seed": SEED_RENDER, "plane_stride": PLANE_STRIDE,
-        "source": "NVlabs/eg3d (random weights; made by scripts/make_gan_fixtures.py)",
+        "render_seed": SEED_RENDER, "plane_stride": stride,
+        "source": {"eg3d": "NVlabs/eg3d", "panohead": "SizheAn/PanoHead", "spherehead": "lhyfst/SphereHead"}[which]
+        + " (random weights; made by scripts/make_gan_fixtures.py)",
     }
     (out / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
     # The official-format pickle, fp16 tensors, embedded sources replaced by a placeholder.
     for cls in persistence._decorators:
         cls._orig_module_src = "# official source elided from this fixture\n"
+    if which == "panohead":  # the loader is covered by the EG3D and SphereHead pickles; keep the repository small
+        print(f"wrote {out}: {n_params} parameters")
+        return
     G16 = G.half()
     with open(out / "official.pkl", "wb") as f:
         pickle.dump({"G_ema": G16, "training_set_kwargs": {"resolution": 128}}, f)
     print(f"wrote {out}: {n_params} parameters")
 
 
-def count_full_eg3d(official: str) -> None:
-    """Print the parameter count of the official FFHQ 512² generator (train.py's ffhq config)."""
+def count_full(official: str, which: str) -> None:
+    """Print the parameter count of the official 512² generator (train.py's ffhq config; for PanoHead
+    and SphereHead with the settings of PanoHead's documented training command)."""
     triplane, _ = _import_official(official)
-    kw = tiny_eg3d_kwargs()
+    kw = tiny_eg3d_kwargs() if which == "eg3d" else tiny_panohead_kwargs()
     kw["rendering_kwargs"].update(image_resolution=512, superresolution_module="training.superresolution.SuperresolutionHybrid8XDC",
                                   depth_resolution=48, depth_resolution_importance=48)
     kw.update(z_dim=512, w_dim=512, img_resolution=512, mapping_kwargs={"num_layers": 2}, channel_base=32768, channel_max=512,
               sr_kwargs={"channel_base": 32768, "channel_max": 512, "fused_modconv_default": "inference_only"})
+    if which != "eg3d":
+        kw["rendering_kwargs"]["triplane_size"] = 256
     G = triplane.TriPlaneGenerator(**kw)
-    print("eg3d ffhq512 parameters:", sum(p.numel() for p in G.parameters()),
+    print(f"{which} 512 parameters:", sum(p.numel() for p in G.parameters()),
           "buffers:", sum(b.numel() for b in G.buffers()))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("which", choices=("eg3d", "count-eg3d"))
+    ap.add_argument("which", choices=("eg3d", "panohead", "spherehead", "count-eg3d", "count-panohead", "count-spherehead"))
     ap.add_argument("official", help="path to the official code (the folder holding training/ and torch_utils/)")
     ap.add_argument("out", nargs="?", help="fixture folder")
     a = ap.parse_args()
-    if a.which == "eg3d":
-        make_eg3d(a.official, Path(a.out))
+    if a.which.startswith("count-"):
+        count_full(a.official, a.which.removeprefix("count-"))
     else:
-        count_full_eg3d(a.official)
+        make_eg3d(a.official, Path(a.out), a.which)

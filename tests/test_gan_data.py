@@ -42,6 +42,23 @@ def test_data_gan_makes_a_resumable_dataset_with_teacher_planes(tmp_path):
     assert main(_args(out, "--truncation", "0.5")) == 2
 
 
+def test_data_gan_spherehead_stores_two_sphere_teacher_planes(tmp_path):
+    out = tmp_path / "sh"
+    args = _args(out, "--views", "1")
+    args[args.index("eg3d")] = "spherehead"
+    args[args.index("--checkpoint") + 1] = str(FIX.parent / "spherehead_tiny" / "official.pkl")
+    assert main(args) == 0
+    planes = read_extra(out, "teacher_planes", "train-000000")
+    assert planes.shape == (6, 32, 32, 32)  # spheres A, B × planes 0-2: panolam.geometry.triplane's layout
+    assert load_manifest(out).header["generator_config"]["family"] == "spherehead"
+
+
+def test_wrong_family_for_a_checkpoint_is_a_clear_error(tmp_path):
+    args = _args(tmp_path / "x")
+    args[args.index("eg3d")] = "panohead"
+    assert main(args) == 2  # an EG3D checkpoint lacks PanoHead's rendering kwargs / tensors
+
+
 def test_generators_are_found_by_name_or_module_path():
     from panolam.data.gan.plugin import GanGenerator
 

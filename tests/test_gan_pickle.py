@@ -19,10 +19,12 @@ from panolam.data.gan.pickle_io import (PersistentStub, UnsafePickleError, load_
 FIX = Path(__file__).parent / "fixtures" / "gan" / "eg3d_tiny"
 
 
-def test_official_pickle_gives_the_state_dict_and_kwargs():
-    ckpt = load_official_pickle(FIX / "official.pkl")
-    ref = load_file(str(FIX / "weights.safetensors"))
-    meta = json.loads((FIX / "config.json").read_text())
+@pytest.mark.parametrize("family", ["eg3d", "spherehead"])
+def test_official_pickle_gives_the_state_dict_and_kwargs(family):
+    fix = FIX.parent / f"{family}_tiny"
+    ckpt = load_official_pickle(fix / "official.pkl")
+    ref = load_file(str(fix / "weights.safetensors"))
+    meta = json.loads((fix / "config.json").read_text())
     assert ckpt.class_name == "TriPlaneGenerator"
     assert set(ckpt.state_dict) == set(ref)
     for k, v in ref.items():

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_synth)
 
     g = dsub.add_parser("gan", help="sample a multi-view dataset from a 3D GAN checkpoint you own (EG3D family)")
-    g.add_argument("--generator", default="eg3d", help="GAN plug-in: a registered name (eg3d), an entry point or module:Class")
+    g.add_argument("--generator", default="eg3d", help="GAN plug-in: eg3d, panohead, spherehead, an entry point name or module:Class")
     g.add_argument("--checkpoint", required=True, help="official .pkl (read without running its code) or a converted .safetensors")
     g.add_argument("--out", required=True, help="dataset directory")
     g.add_argument("--set", dest="camera_set", choices=("360", "front"), default="front", help="camera law (paper App. E)")

@@ -7,7 +7,7 @@ owns register themselves with :func:`register_generator` and then work with ``pa
 --generator NAME`` unchanged.
 
 :func:`get_generator` finds a generator by registered name (built in: ``procedural``, and the 3D
-GANs ``eg3d`` of :mod:`panolam.data.gan.plugin`), by an installed package's entry point in the
+GANs ``eg3d``, ``panohead``, ``spherehead`` of :mod:`panolam.data.gan.plugin`), by an installed package's entry point in the
 group ``panolam.generators``, or by ``module:Class`` (any importable factory), so a new generator
 needs no edit of the CLI. A generator may carry a JSON-able ``config`` dict; the dataset manifest
 records it and refuses to resume with a different one.
@@ -95,10 +95,14 @@ def _ensure_builtin() -> None:
 
         register_generator("procedural", ProceduralHeads)
     if "eg3d" not in _REGISTRY:
-        # Imported on use only: building the network needs the user's checkpoint.
-        def eg3d(**kwargs: Any) -> Generator:
-            from panolam.data.gan.plugin import GanGenerator
+        # Imported on use only: building a network needs the user's checkpoint.
+        def gan(family: str) -> Callable[..., Generator]:
+            def factory(**kwargs: Any) -> Generator:
+                from panolam.data.gan.plugin import GanGenerator
 
-            return GanGenerator(family="eg3d", **kwargs)
+                return GanGenerator(family=family, **kwargs)
 
-        register_generator("eg3d", eg3d)
+            return factory
+
+        for family in ("eg3d", "panohead", "spherehead"):
+            register_generator(family, gan(family))

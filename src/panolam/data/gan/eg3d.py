@@ -80,8 +80,10 @@ def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: i
     return origin.unsqueeze(1).repeat(1, dirs.shape[1], 1), dirs
 
 
-def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, options: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Composite (N, M, S, ·) samples: colour in [−1, 1], depth, per-interval weights (N, M, S−1, 1)."""
+def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, options: dict,
+              signed: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Composite (N, M, S, ·) samples: colour (scaled to [−1, 1] when ``signed``, as EG3D does; PanoHead
+    and SphereHead scale later), depth, per-interval weights (N, M, S−1, 1)."""
     if options.get("clamp_mode", "softplus") != "softplus":
         raise ValueError("EG3D's ray marcher supports only clamp_mode 'softplus'")
     deltas = depths[:, :, 1:] - depths[:, :, :-1]
@@ -97,7 +99,7 @@ def ray_march(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tenso
     depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
     if options.get("white_back", False):
         rgb = rgb + 1 - total
-    return rgb * 2 - 1, depth, weights
+    return (rgb * 2 - 1 if signed else rgb), depth, weights
 
 
 def sample_pdf(bins: torch.Tensor, weights: torch.Tensor, n_importance: int, generator: torch.Generator | None = None,
@@ -130,13 +132,31 @@ def ray_limits_box(origins: torch.Tensor, dirs: torch.Tensor, side: float) -> tu
     return tmin.reshape(*origins.shape[:-1], 1), tmax.reshape(*origins.shape[:-1], 1)
 
 
-class ImportanceRenderer(nn.Module):
-    """Coarse stratified + importance samples along each ray through tri-planes decoded by ``decoder``."""
+def crop_mask(xyz: torch.Tensor, thresh: float, box_warp: float) -> torch.Tensor:
+    """PanoHead's ``triplane_crop``: True for points outside the vertical prism |x|, |z| ≤ box_warp/2 − thresh."""
+    lim = box_warp / 2 - thresh
+    return ~(xyz[..., [0, 2]].abs() <= lim).all(dim=-1, keepdim=True)
 
-    sample_planes = staticmethod(sample_from_planes)
+
+class ImportanceRenderer(nn.Module):
+    """Coarse stratified + importance samples along each ray through tri-planes decoded by ``decoder``.
+
+    ``triplane_crop`` > 0 sets the density of samples outside :func:`crop_mask` to −1000 (PanoHead and
+    SphereHead render with 0.1); ``signed`` scales composited colours to [−1, 1] (EG3D).
+    """
+
+    def __init__(self, triplane_crop: float = 0.0, signed: bool = True) -> None:
+        super().__init__()
+        self.triplane_crop, self.signed = triplane_crop, signed
+
+    def sample_planes(self, planes: torch.Tensor, coords: torch.Tensor, options: dict) -> torch.Tensor:
+        return sample_from_planes(planes, coords, options["box_warp"])
 
     def run_model(self, planes: torch.Tensor, decoder: nn.Module, coords: torch.Tensor, dirs: torch.Tensor, options: dict) -> dict:
-        return decoder(self.sample_planes(planes, coords, options["box_warp"]), dirs)
+        out = decoder(self.sample_planes(planes, coords, options), dirs)
+        if self.triplane_crop:
+            out["sigma"] = torch.where(crop_mask(coords, self.triplane_crop, options["box_warp"]), torch.full_like(out["sigma"], -1e3), out["sigma"])
+        return out
 
     def forward(self, planes: torch.Tensor, decoder: nn.Module, origins: torch.Tensor, dirs: torch.Tensor, options: dict,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -161,7 +181,7 @@ class ImportanceRenderer(nn.Module):
         colors, densities = self._eval(planes, decoder, origins, dirs, depths, options)
         n_imp = options.get("depth_resolution_importance", 0)
         if n_imp > 0:
-            _, _, weights = ray_march(colors, densities, depths, options)
+            _, _, weights = ray_march(colors, densities, depths, options, self.signed)
             fine = self._importance(depths, weights, n_imp, generator)
             colors_f, densities_f = self._eval(planes, decoder, origins, dirs, fine, options)
             depths = torch.cat([depths, fine], dim=-2)
@@ -171,7 +191,7 @@ class ImportanceRenderer(nn.Module):
             depths = torch.gather(depths, -2, idx)
             colors = torch.gather(colors, -2, idx.expand(-1, -1, -1, colors.shape[-1]))
             densities = torch.gather(densities, -2, idx.expand(-1, -1, -1, 1))
-        rgb, depth, weights = ray_march(colors, densities, depths, options)
+        rgb, depth, weights = ray_march(colors, densities, depths, options, self.signed)
         return rgb, depth, weights.sum(2)
 
     def _eval(self, planes, decoder, origins, dirs, depths, options):

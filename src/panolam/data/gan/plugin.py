@@ -24,24 +24,40 @@ from panolam.data.generators import Subject
 from panolam.data.synth import derive_seed
 from panolam.geometry.cameras import EG3D_FOCAL, EG3D_RADIUS, Cameras
 
-FAMILIES = ("eg3d",)
+FAMILIES = ("eg3d", "panohead", "spherehead")
+
+
+def network_class(family: str):
+    from panolam.data.gan.eg3d import TriPlaneGenerator
+    from panolam.data.gan.panohead import PanoHeadGenerator, SphereHeadGenerator
+
+    classes = {"eg3d": TriPlaneGenerator, "panohead": PanoHeadGenerator, "spherehead": SphereHeadGenerator}
+    if family not in classes:
+        raise ValueError(f"unknown GAN family {family!r}; implemented: {', '.join(FAMILIES)}")
+    return classes[family]
+
+
+def default_kwargs(family: str) -> dict:
+    """Kwargs for a bare state dict without recorded ones: the released 512² configurations."""
+    from panolam.data.gan.eg3d import eg3d_ffhq_kwargs
+    from panolam.data.gan.panohead import full_size_kwargs
+
+    return eg3d_ffhq_kwargs(512) if family == "eg3d" else full_size_kwargs()
 
 
 def build_network(family: str, checkpoint, init_kwargs: dict | None = None):
-    """Our network for ``family`` with the checkpoint's kwargs and weights (strict load)."""
-    from panolam.data.gan.eg3d import TriPlaneGenerator, eg3d_ffhq_kwargs
-
-    if family != "eg3d":
-        raise ValueError(f"unknown GAN family {family!r}; implemented: {', '.join(FAMILIES)}")
-    kwargs = dict(init_kwargs or checkpoint.init_kwargs or {})
-    if not kwargs:
-        kwargs = eg3d_ffhq_kwargs(512)  # a bare state dict: assume the released FFHQ 512² config
-    net = TriPlaneGenerator(**kwargs)
+    """Our network for ``family`` with the checkpoint's kwargs and weights (every tensor must fit)."""
+    cls = network_class(family)
+    kwargs = dict(init_kwargs or checkpoint.init_kwargs or {}) or default_kwargs(family)
+    try:
+        net = cls(**kwargs)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"checkpoint kwargs do not describe a {family} generator: {type(e).__name__}: {e}") from None
     state = {k: v.float() for k, v in checkpoint.state_dict.items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"checkpoint does not fit the {family} architecture: missing {sorted(missing)[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]} (of {len(missing)}, {len(unexpected)})")
+                         f"unexpected {sorted(unexpected)[:5]} (of {len(missing)}, {len(unexpected)}); is --generator right?")
     return net.eval().requires_grad_(False), kwargs
 
 
@@ -91,7 +107,10 @@ class GanGenerator:
         c = frontal_label(1, pivot=self.pivot).to(self.device)
         ws = self.net.mapping(z, c, self.truncation, self.truncation_cutoff)
         planes = self.net.planes(ws, noise_mode="const")
-        extras = {"teacher_planes": planes[0].half().cpu().numpy()} if self.store_planes else {}
+        # Stored flat over planes: EG3D (3, 32, H, W), PanoHead (3, 32·D, H, W), SphereHead (6, 32, H, W)
+        # = spheres A then B — the layout of panolam.geometry.triplane.
+        flat = planes[0].reshape(-1, *planes.shape[-3:])
+        extras = {"teacher_planes": flat.half().cpu().numpy()} if self.store_planes else {}
         attrs = {"truncation": self.truncation, "z_seed": derive_seed(seed, "gan-z")}
         return Subject(seed, attrs, {"ws": ws, "planes": planes}, extras)
 
@@ -108,7 +127,7 @@ class GanGenerator:
         for i in range(0, len(labels), self.batch):
             c = labels[i:i + self.batch]
             n = len(c)
-            out = self.net.render_planes(planes.expand(n, -1, -1, -1, -1), ws.expand(n, -1, -1), c, self.nrr, generator=gen)
+            out = self.net.render_planes(planes.expand(n, *planes.shape[1:]), ws.expand(n, -1, -1), c, self.nrr, generator=gen)
             rgb = _resize((out.image.float() + 1) / 2, size).clamp(0, 1)
             alpha = _resize(out.image_mask.float(), size).clamp(0, 1)
             if self.alpha_threshold > 0:
@@ -139,8 +158,4 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
 
 
-def eg3d_generator(**kwargs: Any) -> GanGenerator:
-    return GanGenerator(family="eg3d", **kwargs)
-
-
-__all__ = ["GanGenerator", "build_network", "frontal_label", "eg3d_generator", "FAMILIES"]
+__all__ = ["GanGenerator", "build_network", "network_class", "frontal_label", "FAMILIES"]

@@ -68,12 +68,41 @@ class FullyConnectedLayer(nn.Module):
         return bias_act(x.matmul(w.t()), b, act=self.activation)
 
 
+class Conv2dLayer(nn.Module):
+    """Equalised-learning-rate convolution with bias + activation (SphereHead's 1×1 plane heads use it)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, activation: str = "linear",
+                 up: int = 1, down: int = 1, resample_filter=(1, 3, 3, 1), conv_clamp: float | None = None,
+                 channels_last: bool = False, trainable: bool = True) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.activation, self.up, self.down, self.conv_clamp = in_channels, out_channels, activation, up, down, conv_clamp
+        self.register_buffer("resample_filter", setup_filter(list(resample_filter)))
+        self.padding = kernel_size // 2
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.act_gain = ACT_GAIN[activation]
+        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+        b = torch.zeros([out_channels]) if bias else None
+        if trainable:
+            self.weight = nn.Parameter(weight)
+            self.bias = nn.Parameter(b) if b is not None else None
+        else:
+            self.register_buffer("weight", weight)
+            self.register_buffer("bias", b)
+
+    def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        w = self.weight * self.weight_gain
+        b = self.bias.to(x.dtype) if self.bias is not None else None
+        x = conv2d_resample(x, w.to(x.dtype), f=self.resample_filter, up=self.up, down=self.down, padding=self.padding, flip_weight=self.up == 1)
+        clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
+
+
 class MappingNetwork(nn.Module):
     """z (and a conditioning label c) -> w, broadcast to ``num_ws`` and truncated toward ``w_avg``."""
 
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int | None, num_layers: int = 8,
                  embed_features: int | None = None, layer_features: int | None = None, activation: str = "lrelu",
-                 lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998) -> None:
+                 lr_multiplier: float = 0.01, w_avg_beta: float | None = 0.998, last_activation: str | None = None) -> None:
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, c_dim, w_dim, num_ws, num_layers
         self.w_avg_beta = w_avg_beta
@@ -84,7 +113,8 @@ class MappingNetwork(nn.Module):
         if c_dim > 0:
             self.embed = FullyConnectedLayer(c_dim, embed_features)
         for i in range(num_layers):
-            setattr(self, f"fc{i}", FullyConnectedLayer(features[i], features[i + 1], activation=activation, lr_multiplier=lr_multiplier))
+            act = last_activation if (i == num_layers - 1 and last_activation) else activation  # PanoHead's pose-offset mapping
+            setattr(self, f"fc{i}", FullyConnectedLayer(features[i], features[i + 1], activation=act, lr_multiplier=lr_multiplier))
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
