@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from panolam.cli import main
 from panolam.data.dataset import load_subject
@@ -37,6 +38,16 @@ def test_data_gan_makes_a_resumable_dataset_with_teacher_planes(tmp_path):
     assert 0 < alpha.mean() <= 1 and rgb.std() > 0.01  # the renderer's opacity became the mask; images are not blank
     planes = read_extra(out, "teacher_planes", "train-000000")
     assert planes.shape == (3, 32, 256, 256) and planes.dtype == np.float16
+    # The stored ws regenerate the stored planes with the checkpoint.
+    from panolam.data.gan.pickle_io import load_gan_checkpoint
+    from panolam.data.gan.plugin import build_network
+
+    net, _ = build_network("eg3d", load_gan_checkpoint(FIX / "official.pkl"))
+    ws = torch.from_numpy(read_extra(out, "gan_ws", "train-000000"))
+    assert ws.shape == (net.num_ws, 512)
+    with torch.no_grad():
+        again = net.planes(ws[None], noise_mode="const")[0].half().numpy()
+    assert np.abs(again.astype(np.float32) - planes.astype(np.float32)).max() < 1e-2
     # Resume: the same command skips the finished shard; other settings are refused.
     assert main(_args(out)) == 0
     assert main(_args(out, "--truncation", "0.5")) == 2

@@ -4,13 +4,16 @@
 read by :mod:`~panolam.data.gan.pickle_io`, or a converted ``.safetensors``). A subject is one
 latent: ``z ~ N(0, I)`` drawn from the subject's seed, mapped with the frontal conditioning camera
 (as the official sampling scripts do) and truncated toward ``w_avg`` by ψ; its planes are computed
-once (constant noise) and rendered from each requested camera. The dataset image is the
+once (constant noise) and rendered from each requested camera (the labels of
+:meth:`~panolam.geometry.cameras.Cameras.to_eg3d_label` are EG3D's: our orbit cameras equal
+EG3D's ``LookAtPoseSampler`` poses, checked against the official code). The dataset image is the
 super-resolved image resized to the dataset size; the alpha is the volume renderer's accumulated
 opacity, upsampled to the same size and optionally sharpened to a matte (``alpha_threshold``:
 alpha → clamp((alpha − t)/(1 − 2t)) so that the thin haze of density around the head, which the
 GAN paints as background, is dropped). Colours are returned premultiplied by that alpha, so the
 dataset writer composites them over its background colour. The planes are stored as the
-subject's ``teacher_planes`` extra (fp16) unless ``store_planes`` is off.
+subject's ``teacher_planes`` extra (fp16) unless ``store_planes`` is off; its truncated ``ws`` are
+always stored as ``gan_ws`` (with the checkpoint they give the planes again).
 """
 
 from __future__ import annotations
@@ -93,7 +96,11 @@ class GanGenerator:
         rk = self.net.rendering_kwargs
         self.nrr = int(neural_rendering_resolution or rk.get("neural_rendering_resolution", 0) or 128)
         self.alpha_threshold, self.store_planes, self.batch = alpha_threshold, store_planes, max(1, int(batch))
-        self.pivot = tuple(float(v) for v in rk.get("avg_camera_pivot", (0.0, 0.0, 0.2)))
+        # Conditioning camera as the official sampling scripts place it: EG3D looks at its
+        # avg_camera_pivot, PanoHead and SphereHead at the origin; both at avg_camera_radius.
+        pivot = rk.get("avg_camera_pivot", (0.0, 0.0, 0.2)) if family == "eg3d" else (0.0, 0.0, 0.0)
+        self.pivot = tuple(float(v) for v in pivot)
+        self.radius = float(rk.get("avg_camera_radius", EG3D_RADIUS))
         # What the manifest records (a resume with other settings is refused).
         self.config = {"family": family, "checkpoint": _file_id(checkpoint), "truncation": self.truncation,
                        "truncation_cutoff": truncation_cutoff, "neural_rendering_resolution": self.nrr,
@@ -104,13 +111,17 @@ class GanGenerator:
     def subject(self, seed: int) -> Subject:
         g = torch.Generator().manual_seed(derive_seed(seed, "gan-z"))
         z = torch.randn(1, self.net.z_dim, generator=g).to(self.device)
-        c = frontal_label(1, pivot=self.pivot).to(self.device)
+        c = frontal_label(1, self.radius, self.pivot).to(self.device)
         ws = self.net.mapping(z, c, self.truncation, self.truncation_cutoff)
         planes = self.net.planes(ws, noise_mode="const")
         # Stored flat over planes: EG3D (3, 32, H, W), PanoHead (3, 32·D, H, W), SphereHead (6, 32, H, W)
         # = spheres A then B — the layout of panolam.geometry.triplane.
         flat = planes[0].reshape(-1, *planes.shape[-3:])
-        extras = {"teacher_planes": flat.half().cpu().numpy()} if self.store_planes else {}
+        # ws (num_ws × 512 fp32, ~28 KB) always: with the checkpoint they regenerate the planes, so a
+        # dataset too large to hold every subject's planes can still give the teacher its planes later.
+        extras = {"gan_ws": ws[0].float().cpu().numpy()}
+        if self.store_planes:
+            extras["teacher_planes"] = flat.half().cpu().numpy()
         attrs = {"truncation": self.truncation, "z_seed": derive_seed(seed, "gan-z")}
         return Subject(seed, attrs, {"ws": ws, "planes": planes}, extras)
 
