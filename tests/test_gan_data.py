@@ -20,7 +20,7 @@ FIX = Path(__file__).parent / "fixtures" / "gan" / "eg3d_tiny"
 
 def _args(out: Path, *extra: str) -> list[str]:
     return ["data", "gan", "--generator", "eg3d", "--checkpoint", str(FIX / "official.pkl"), "--out", str(out), "--subjects", "1",
-            "--views", "2", "--size", "32", "--render-resolution", "8", "--no-progress", *extra]
+            "--views", "2", "--size", "32", "--render-resolution", "8", "--no-progress", "--teacher-planes", *extra]
 
 
 def test_data_gan_makes_a_resumable_dataset_with_teacher_planes(tmp_path):
@@ -56,6 +56,7 @@ def test_data_gan_makes_a_resumable_dataset_with_teacher_planes(tmp_path):
 def test_data_gan_spherehead_stores_two_sphere_teacher_planes(tmp_path):
     out = tmp_path / "sh"
     args = _args(out, "--views", "1")
+    args.remove("--teacher-planes")  # stored by default for SphereHead
     args[args.index("eg3d")] = "spherehead"
     args[args.index("--checkpoint") + 1] = str(FIX.parent / "spherehead_tiny" / "official.pkl")
     assert main(args) == 0
@@ -78,3 +79,4 @@ def test_generators_are_found_by_name_or_module_path():
         find_generator_factory("nope")
     with pytest.raises(ValueError, match="cannot import"):
         find_generator_factory("panolam.data.gan.plugin:Missing")
+

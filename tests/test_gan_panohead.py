@@ -59,3 +59,20 @@ def test_full_size_has_official_parameter_count(family, params, buffers):
         G = CLASSES[family](**full_size_kwargs())
     assert sum(p.numel() for p in G.parameters()) == params
     assert sum(b.numel() for b in G.buffers()) == buffers
+
+
+def test_panohead_plugin_renders_several_views_at_once():
+    """The plug-in renders a batch of views from one subject's (expanded, non-contiguous) tri-grid."""
+    from panolam.data.gan.plugin import GanGenerator
+    from panolam.geometry.cameras import Cameras
+
+    fix = FIXTURES / "panohead_tiny"
+    meta = json.loads((fix / "config.json").read_text())
+    G = PanoHeadGenerator(**meta["init_kwargs"])
+    G.load_state_dict({k: v.float() for k, v in load_file(str(fix / "weights.safetensors")).items()})
+    gen = GanGenerator(checkpoint=None, family="panohead", network=G, device="cpu", neural_rendering_resolution=8, batch=3)
+    sub = gen.subject(5)
+    assert "teacher_planes" not in sub.extras and sub.extras["gan_ws"].shape == (G.num_ws, 512)
+    rgb, alpha = gen.render(sub, Cameras.orbit([0.0, 90.0, 180.0], 0.0, 2.7, 18.837, 16))
+    assert rgb.shape == (3, 16, 16, 3) and alpha.shape == (3, 16, 16, 1)
+    assert bool(((rgb >= 0) & (rgb <= alpha + 1e-6)).all())  # premultiplied colours in [0, alpha]

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--size", type=int, default=512)
     g.add_argument("--render-resolution", type=int, default=None, help="volume-render resolution (default: the checkpoint's, else 128)")
     g.add_argument("--alpha-threshold", type=float, default=0.0, help="matte: alpha -> clamp((alpha-t)/(1-2t)); 0 keeps the soft alpha")
-    g.add_argument("--no-teacher-planes", action="store_true", help="do not store each subject's planes in extras/teacher_planes")
+    g.add_argument("--teacher-planes", action=argparse.BooleanOptionalAction, default=None,
+                   help="store each subject's planes in extras/teacher_planes (default: only for spherehead, the paper's teacher)")
     g.add_argument("--batch", type=int, default=4, help="views rendered at once")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     g.add_argument("--seed", type=int, default=0, help="base seed of the training subjects")
@@ -102,7 +103,7 @@ def run_gan(args: argparse.Namespace) -> int:
     settings = SynthSettings(camera_set=args.camera_set, views=args.views, size=args.size, seed=args.seed, subjects_per_shard=args.subjects_per_shard)
     gen = get_generator(args.generator, checkpoint=args.checkpoint, truncation=args.truncation, truncation_cutoff=args.truncation_cutoff,
                         device=args.device, neural_rendering_resolution=args.render_resolution, alpha_threshold=args.alpha_threshold,
-                        store_planes=not args.no_teacher_planes, batch=args.batch)
+                        store_planes=args.teacher_planes, batch=args.batch)
     result = generate_dataset(args.out, gen, settings, args.subjects, args.test_subjects, i, n, progress=not args.no_progress)
     print(f"{args.out}: wrote {result['written']} subjects, {result['skipped']} already done (shard group {i}/{n})")
     return 0

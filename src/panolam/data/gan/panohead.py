@@ -64,7 +64,7 @@ def sample_from_trigrid(planes: torch.Tensor, coordinates: torch.Tensor, box_war
     m = coordinates.shape[1]
     x = (2 / box_warp) * coordinates
     grid = torch.stack([x, x[..., [0, 2, 1]], x[..., [1, 2, 0]]], dim=1).reshape(n * p, 1, 1, m, 3)
-    out = F.grid_sample(planes.view(n * p, cd // depth, depth, h, w), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(planes.reshape(n * p, cd // depth, depth, h, w), grid.float(), mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.permute(0, 4, 3, 2, 1).reshape(n, p, m, cd // depth)
 
 

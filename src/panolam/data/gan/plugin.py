@@ -12,7 +12,8 @@ opacity, upsampled to the same size and optionally sharpened to a matte (``alpha
 alpha → clamp((alpha − t)/(1 − 2t)) so that the thin haze of density around the head, which the
 GAN paints as background, is dropped). Colours are returned premultiplied by that alpha, so the
 dataset writer composites them over its background colour. The planes are stored as the
-subject's ``teacher_planes`` extra (fp16) unless ``store_planes`` is off; its truncated ``ws`` are
+subject's ``teacher_planes`` extra (fp16) when ``store_planes`` (default: SphereHead only, the
+paper's teacher); its truncated ``ws`` are
 always stored as ``gan_ws`` (with the checkpoint they give the planes again).
 """
 
@@ -79,7 +80,7 @@ class GanGenerator:
 
     def __init__(self, checkpoint: str, family: str = "eg3d", truncation: float = 0.7, truncation_cutoff: int | None = None,
                  device: str | None = None, neural_rendering_resolution: int | None = None, alpha_threshold: float = 0.0,
-                 store_planes: bool = True, batch: int = 4, network: Any = None) -> None:
+                 store_planes: bool | None = None, batch: int = 4, network: Any = None) -> None:
         from panolam.data.gan.pickle_io import load_gan_checkpoint
 
         if not 0 <= alpha_threshold < 0.5:
@@ -95,6 +96,8 @@ class GanGenerator:
         self.truncation, self.truncation_cutoff = float(truncation), truncation_cutoff
         rk = self.net.rendering_kwargs
         self.nrr = int(neural_rendering_resolution or rk.get("neural_rendering_resolution", 0) or 128)
+        # The paper's L_st teacher is SphereHead: by default only its planes are stored (~12 MB a subject).
+        store_planes = family == "spherehead" if store_planes is None else bool(store_planes)
         self.alpha_threshold, self.store_planes, self.batch = alpha_threshold, store_planes, max(1, int(batch))
         # Conditioning camera as the official sampling scripts place it: EG3D looks at its
         # avg_camera_pivot, PanoHead and SphereHead at the origin; both at avg_camera_radius.
