@@ -1,4 +1,5 @@
-"""``panolam data {synth,label,info}``: make a multi-view head dataset, label it, summarise it."""
+"""``panolam data {synth,gan,convert-gan,label,info}``: make a multi-view head dataset (procedural or from a
+3D GAN checkpoint), convert a GAN checkpoint, label a dataset, summarise it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--generator", default="procedural", help="registered generator plug-in")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=run_synth)
+
+    g = dsub.add_parser("gan", help="sample a multi-view dataset from a 3D GAN checkpoint you own (EG3D family)")
+    g.add_argument("--generator", default="eg3d", help="GAN plug-in: eg3d, panohead, spherehead, an entry point name or module:Class")
+    g.add_argument("--checkpoint", required=True, help="official .pkl (read without running its code) or a converted .safetensors")
+    g.add_argument("--out", required=True, help="dataset directory")
+    g.add_argument("--set", dest="camera_set", choices=("360", "front"), default="front", help="camera law (paper App. E)")
+    g.add_argument("--subjects", type=int, required=True, help="training subjects")
+    g.add_argument("--test-subjects", type=int, default=0, help="held-out subjects (disjoint seed range)")
+    g.add_argument("--truncation", type=float, default=0.7, metavar="PSI", help="truncation psi toward w_avg (1 = none)")
+    g.add_argument("--truncation-cutoff", type=int, default=None, help="truncate only the first N ws")
+    g.add_argument("--views", type=int, default=32)
+    g.add_argument("--size", type=int, default=512)
+    g.add_argument("--render-resolution", type=int, default=None, help="volume-render resolution (default: the checkpoint's, else 128)")
+    g.add_argument("--alpha-threshold", type=float, default=0.0, help="matte: alpha -> clamp((alpha-t)/(1-2t)); 0 keeps the soft alpha")
+    g.add_argument("--teacher-planes", action=argparse.BooleanOptionalAction, default=None,
+                   help="store each subject's planes in extras/teacher_planes (default: only for spherehead, the paper's teacher)")
+    g.add_argument("--batch", type=int, default=4, help="views rendered at once")
+    g.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    g.add_argument("--seed", type=int, default=0, help="base seed of the training subjects")
+    g.add_argument("--shard", default="0/1", metavar="I/N", help="this process writes shard group I of N")
+    g.add_argument("--subjects-per-shard", type=int, default=64)
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(func=run_gan)
+
+    cg = dsub.add_parser("convert-gan", help="convert an official EG3D-family .pkl to safetensors (no code in it is run)")
+    cg.add_argument("pkl", help="official training snapshot (.pkl)")
+    cg.add_argument("-o", "--out", required=True, help="output .safetensors")
+    cg.add_argument("--network", default="G_ema", help="which network of the snapshot (default G_ema)")
+    cg.set_defaults(func=run_convert_gan)
 
     lab = dsub.add_parser("label", help="open the labelling web page (accept/reject subjects)")
     lab.add_argument("root", help="dataset directory")
@@ -60,6 +90,37 @@ def run_synth(args: argparse.Namespace) -> int:
     settings = SynthSettings(camera_set=args.camera_set, views=args.views, size=args.size, seed=args.seed, subjects_per_shard=args.subjects_per_shard)
     result = generate_dataset(args.out, get_generator(args.generator), settings, args.subjects, args.test_subjects, i, n, progress=not args.no_progress)
     print(f"{args.out}: wrote {result['written']} subjects, {result['skipped']} already done (shard group {i}/{n})")
+    return 0
+
+
+def run_gan(args: argparse.Namespace) -> int:
+    from panolam.data.generators import get_generator
+    from panolam.data.synth import SynthSettings, generate_dataset
+
+    if args.subjects < 0 or args.test_subjects < 0:
+        raise UserError("--subjects and --test-subjects must be >= 0")
+    i, n = _parse_shard(args.shard)
+    settings = SynthSettings(camera_set=args.camera_set, views=args.views, size=args.size, seed=args.seed, subjects_per_shard=args.subjects_per_shard)
+    gen = get_generator(args.generator, checkpoint=args.checkpoint, truncation=args.truncation, truncation_cutoff=args.truncation_cutoff,
+                        device=args.device, neural_rendering_resolution=args.render_resolution, alpha_threshold=args.alpha_threshold,
+                        store_planes=args.teacher_planes, batch=args.batch)
+    result = generate_dataset(args.out, gen, settings, args.subjects, args.test_subjects, i, n, progress=not args.no_progress)
+    print(f"{args.out}: wrote {result['written']} subjects, {result['skipped']} already done (shard group {i}/{n})")
+    return 0
+
+
+def run_convert_gan(args: argparse.Namespace) -> int:
+    from panolam.data.gan.pickle_io import UnsafePickleError, load_official_pickle, save_converted
+
+    if not args.out.endswith(".safetensors"):
+        raise UserError(f"-o {args.out!r}: the output must end in .safetensors")
+    try:
+        ckpt = load_official_pickle(args.pkl, args.network)
+    except UnsafePickleError as e:
+        raise UserError(str(e)) from None
+    save_converted(ckpt, args.out)
+    n = sum(v.numel() for v in ckpt.state_dict.values())
+    print(f"{args.out}: {ckpt.class_name}, {len(ckpt.state_dict)} tensors ({n:,} values), constructor kwargs in the metadata")
     return 0
 
 

@@ -24,7 +24,7 @@ from panolam.gaussians.ply import atomic_write_bytes
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
 # Header fields that must agree between a resumed run and the existing dataset.
-HEADER_KEYS = ("format_version", "generator", "camera_set", "views", "size", "background", "seed", "subjects_per_shard")
+HEADER_KEYS = ("format_version", "generator", "generator_config", "camera_set", "views", "size", "background", "seed", "subjects_per_shard")
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -115,6 +116,9 @@ def generate_dataset(root: str | Path, generator: Generator, settings: SynthSett
     header = {"generator": generator.id, "camera_set": settings.camera_set, "views": settings.views, "size": settings.size,
               "background": list(settings.background), "seed": settings.seed, "subjects_per_shard": settings.subjects_per_shard,
               "test_seed_offset": TEST_SEED_OFFSET, "planned": {"train": n_train, "test": n_test}}
+    config = getattr(generator, "config", None)
+    if config is not None:  # e.g. a GAN's checkpoint, truncation, renderer settings
+        header["generator_config"] = json.loads(json.dumps(config))
     init_manifest(root, header)
     # A shard counts as done only if it holds exactly the planned subjects: growing a dataset
     # (more --subjects) regenerates its last, partly filled shard instead of skipping it.
@@ -123,7 +127,7 @@ def generate_dataset(root: str | Path, generator: Generator, settings: SynthSett
     is_done = lambda p: done_subjects.get(p.name) == [subject_id(p.split, i) for i in p.subjects]  # noqa: E731
     todo = [p for p in plans if not is_done(p)]
     skipped = sum(len(p.subjects) for p in plans if is_done(p))
-    bar = _progress(sum(len(p.subjects) for p in plans), skipped, progress)
+    bar = _progress(sum(len(p.subjects) for p in plans), skipped, progress, generator.id)
     written = 0
     for plan in todo:
         extras: list[tuple[str, str, np.ndarray]] = []
@@ -147,12 +151,12 @@ def _records(generator: Generator, plan: ShardPlan, settings: SynthSettings, ext
         yield rec
 
 
-def _progress(total: int, initial: int, enabled: bool):
+def _progress(total: int, initial: int, enabled: bool, desc: str = "synth"):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="subject", desc="synth", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, unit="subject", desc=desc, dynamic_ncols=True)
 
 
 __all__ = ["SPLITS", "SynthSettings", "generate_dataset", "subject_seed", "subject_id", "plan_shards", "my_shards", "make_record", "derive_seed", "TEST_SEED_OFFSET"]
