@@ -9,8 +9,9 @@ the REAL training objective (:class:`panolam.train.losses.PanoLAMLoss` of the pr
 + mask on rasterised renders of the dense — and, for C2F, coarse — Gaussians in N_v views, and the
 tri-plane L_st term against random teacher planes; L_rgb^ST is absent as in training without a
 teacher decoder), and the process's peak memory (peak RSS on CPU, peak allocated on CUDA). Each
-configuration runs in its own process with a wall-time and a memory limit; one that exceeds a
-limit is reported as stopped (the paper's D-100K ran out of 80 GB).
+configuration runs in its own process with a CPU-time limit (load-independent on a shared
+machine), a wall-time safety limit and a memory limit; one that exceeds a limit is reported as
+stopped (the paper's D-100K ran out of 80 GB).
 
 Table 3: per preset, the network forward for one photo (the shipped weights for ``default``) and
 one 512² render of its head. ``paper`` rows are measured only with CUDA. ``--write`` replaces the
@@ -174,11 +175,14 @@ def machine(device: str) -> str:
     return f"CPU, {os.cpu_count()} cores"
 
 
-def run_child(kind: str, spec: dict, timeout_s: float, mem_limit_mb: float) -> dict:
-    """One measurement in a fresh process; a time-out or the memory limit gives ``{"stopped": reason}``."""
+def run_child(kind: str, spec: dict, timeout_s: float, mem_limit_mb: float, cpu_limit_s: float = 0) -> dict:
+    """One measurement in a fresh process; a time-out, the CPU-time or the memory limit gives ``{"stopped": reason}``."""
+    import signal
+
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
-    cmd = [sys.executable, __file__, "--_child", kind, "--_spec", json.dumps(spec), "--_out", str(out), "--_mem", str(mem_limit_mb)]
+    cmd = [sys.executable, __file__, "--_child", kind, "--_spec", json.dumps(spec), "--_out", str(out), "--_mem", str(mem_limit_mb),
+           "--_cpu", str(cpu_limit_s)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     try:
         proc = subprocess.run(cmd, env=env, timeout=timeout_s)
@@ -189,6 +193,8 @@ def run_child(kind: str, spec: dict, timeout_s: float, mem_limit_mb: float) -> d
         out.unlink(missing_ok=True)
     if proc.returncode == STOPPED_MEMORY:
         return {**spec, "stopped": f"> {mem_limit_mb / 1024:.0f} GB"}
+    if proc.returncode == -signal.SIGXCPU:
+        return {**spec, "stopped": f"> {cpu_limit_s:.0f} CPU-s"}
     if proc.returncode != 0 or result is None:
         raise RuntimeError(f"{kind} child failed (exit {proc.returncode}) for {spec}")
     return result
@@ -239,7 +245,8 @@ def main(argv: list[str] | None = None) -> tuple[str, str] | None:
     ap.add_argument("--table3-presets", nargs="*", default=["default", "paper"], help="presets for Table 3 (paper needs CUDA)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
-    ap.add_argument("--timeout", type=float, default=900, help="wall-time limit per configuration, seconds")
+    ap.add_argument("--cpu-limit", type=float, default=900, help="CPU-time limit per configuration (all threads), seconds; 0 = none")
+    ap.add_argument("--timeout", type=float, default=3600, help="wall-time safety limit per configuration, seconds")
     ap.add_argument("--mem-limit-gb", type=float, default=10, help="memory limit per configuration (process RSS on CPU)")
     ap.add_argument("--set", action="append", default=[], metavar="section.field=value", help="config override (Table 4)")
     ap.add_argument("--note", default="", help="free text saved under the tables")
@@ -248,10 +255,15 @@ def main(argv: list[str] | None = None) -> tuple[str, str] | None:
     ap.add_argument("--_spec", help=argparse.SUPPRESS)
     ap.add_argument("--_out", help=argparse.SUPPRESS)
     ap.add_argument("--_mem", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--_cpu", type=float, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._child:
         spec = json.loads(args._spec)
         _watch_memory(args._mem)
+        if args._cpu > 0:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CPU, (int(args._cpu), resource.RLIM_INFINITY))  # SIGXCPU ends the child
         if args._child == "t4":
             result = measure_t4(spec["preset"], spec["points"], spec["c2f"], spec["device"], spec["repeats"], spec["overrides"])
         else:
@@ -268,18 +280,18 @@ def main(argv: list[str] | None = None) -> tuple[str, str] | None:
     for points in args.points:
         for c2f in (True, False):
             spec = {"preset": args.preset, "points": points, "c2f": c2f, "device": device, "repeats": args.repeats, "overrides": args.set}
-            t4_rows.append(run_child("t4", spec, args.timeout, mem))
+            t4_rows.append(run_child("t4", spec, args.timeout, mem, args.cpu_limit))
     t3_rows = []
     for preset in args.table3_presets:
         if preset == "paper" and not device.startswith("cuda"):
             t3_rows.append({"preset": preset, "not_measured": "no GPU lent (the paper preset is sized for one)"})
             continue
-        t3_rows.append(run_child("t3", {"preset": preset, "device": device, "repeats": args.repeats}, args.timeout, mem))
+        t3_rows.append(run_child("t3", {"preset": preset, "device": device, "repeats": args.repeats}, args.timeout, mem, args.cpu_limit))
     done = next((r for r in t4_rows if "stopped" not in r), {})
     load = f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (above ~2 the machine was shared: times inflated)"
     t4_note = (f"`{args.preset}` preset{' with ' + ', '.join(args.set) if args.set else ''}, random weights, fp32, torch {torch.__version__}, "
                f"{platform.machine()}; median of {args.repeats} runs after a warm-up, each configuration in its own process "
-               f"(limits: {args.timeout:.0f} s, {args.mem_limit_gb:g} GB). Loss: {done.get('views', '?')} views rendered at "
+               f"(limits: {args.cpu_limit:.0f} CPU-s, {args.timeout:.0f} s wall, {args.mem_limit_gb:g} GB). Loss: {done.get('views', '?')} views rendered at "
                f"{done.get('render_size', '?')}², absent terms: {', '.join(done.get('absent', [])) or 'none'}. Peak memory = peak "
                f"process RSS (imports, weights and activations; CUDA: peak allocated). The `paper` preset on a GPU: "
                f"{'this table' if device.startswith('cuda') else 'not measured (no GPU lent)'}. {load}. {args.note}").strip()

@@ -49,3 +49,10 @@ def test_tiny_end_to_end_run():
                          "--device", "cpu", "--set", "data.views_per_step=2"])
     assert "| 1,000 | C2F |" in t4 and "| 1,000 | D (direct dense) |" in t4 and "stopped" not in t4
     assert "| tiny | random | 1,000 |" in t3 and "| paper | - | - | not measured" in t3
+
+
+def test_a_configuration_over_its_cpu_limit_is_reported_as_stopped():
+    bench = load_benchmark("table4")
+    spec = {"preset": "tiny", "points": 1000, "c2f": True, "device": "cpu", "repeats": 1, "overrides": []}
+    row = bench.run_child("t4", spec, timeout_s=600, mem_limit_mb=8192, cpu_limit_s=1)  # importing torch alone takes longer
+    assert row == {**spec, "stopped": "> 1 CPU-s"}
