@@ -87,10 +87,11 @@ def turntable(g: Gaussians, frames: int = 120, size: int = 512, pitch_deg: float
     return render_cameras(g, turntable_cameras(frames, size, pitch_deg), background)
 
 
-# Defaults of the previews written next to every head: 24 frames at 256² cost about 1–2 s on two
-# CPU cores (one batched rasteriser call); 12 fps makes it a 2-second loop.
+# Defaults of the previews written next to every head: 24 frames at 256² (the four named views are
+# frames 0/6/12/18) in one batched rasteriser call. BENCHMARKS' rasteriser table gives 0.02–0.03 s
+# per 256² frame at 5–10K Gaussians on two idle cores, so ≈ 0.5–1 s; 12 fps makes a 2-second loop.
 PREVIEW_SIZE, TURNTABLE_FRAMES, TURNTABLE_FPS = 256, 24, 12
-BATCH_PIXELS = 64 * 256 * 256  # cameras rendered per rasteriser call: ≈ 170 MB of float64 buffers
+BATCH_PIXELS = 64 * 256 * 256  # pixels per rasteriser call: ≈ 60 bytes each of float64/int64 buffers, ≈ 250 MB
 
 
 def orbit_previews(g: Gaussians, names: Sequence[str] = ("front", "left", "right", "back"), frames: int = TURNTABLE_FRAMES,
