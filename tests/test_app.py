@@ -63,7 +63,12 @@ def test_runner_one_request(tmp_path):
 
     save_png(data.astronaut(), tmp_path / "astro.png")
     runner = DemoRunner(DemoSettings(turntable_frames=4, render_size=64, size=128, out_root=tmp_path / "runs"), reconstructor=FakeReconstructor())
-    framed, view_ply, mp4, ply, md = runner.run(str(tmp_path / "astro.png"))
+    steps = list(runner.run_steps(str(tmp_path / "astro.png")))
+    assert len(steps) == 2  # the head first, without a video; then the turntable
+    first_framed, first_view, no_video, first_ply, pending = steps[0]
+    assert no_video is None and "Rendering the turntable" in pending and load_ply(first_ply) is not None
+    framed, view_ply, mp4, ply, md = steps[1]
+    assert (first_view, first_ply) == (view_ply, ply)
     assert framed.shape == (128, 128, 3)
     head = load_ply(ply)
     assert len(head) == 200

@@ -25,19 +25,35 @@ def photo(tmp_path_factory):
 @pytest.mark.slow
 def test_reconstruct_writes_head_previews_and_turntable(tmp_path, photo, capsys, monkeypatch):
     monkeypatch.delenv("PANOLAM_CHECKPOINT", raising=False)
-    rc = main(["reconstruct", str(photo), "-o", str(tmp_path), "--config", "tiny", "--size", "64", "--frames", "4"])
+    rc = main(["reconstruct", str(photo), "-o", str(tmp_path), "--config", "tiny", "--size", "64", "--preview-size", "48",
+               "--frames", "4", "--gif"])
     assert rc == 0
     out = tmp_path / "astro"
     ply = plyfile.PlyData.read(str(out / "head.ply"))
     assert ply["vertex"].count == 1000  # tiny preset: M_D dense Gaussians
     sheet = iio.imread(out / "views.png")
-    assert sheet.shape == (64, 64 * 5, 3)  # input + front/left/right/back
+    assert sheet.shape == (48, 48 * 5, 3)  # input + front/left/right/back
     assert iio.imread(out / "turntable.gif").shape[0] == 4
     assert (out / "turntable.mp4").stat().st_size > 0 and (out / "head.splat").stat().st_size == 1000 * 32
+    assert (out / "head.glb").read_bytes()[:4] == b"glTF" and iio.imread(out / "input.png").shape == (64, 64, 3)
     timings = json.loads((out / "timings.json").read_text())
-    assert timings["trained"] is False and timings["reconstruct_s"] > 0
+    assert timings["trained"] is False and timings["reconstruct_s"] > 0 and timings["render_previews_s"] > 0
     captured = capsys.readouterr()
     assert "reconstruct" in captured.out and "UNTRAINED" in captured.err
+    # The head line is printed before the previews line: files users wait for come first.
+    assert captured.out.index("head.ply") < captured.out.index("views.png")
+
+
+def test_reconstruct_defaults_write_mp4_not_gif_and_no_previews_skips_them(tmp_path, photo, capsys):
+    assert main(["reconstruct", str(photo), "-o", str(tmp_path / "a"), "--config", "tiny", "--size", "64", "--preview-size", "32", "--frames", "4"]) == 0
+    files = {p.name for p in (tmp_path / "a" / "astro").iterdir()}
+    assert {"head.ply", "head.splat", "head.glb", "input.png", "views.png", "turntable.mp4", "timings.json"} <= files
+    assert "turntable.gif" not in files
+    capsys.readouterr()
+    assert main(["reconstruct", str(photo), "-o", str(tmp_path / "b"), "--config", "tiny", "--size", "64", "--no-previews", "--no-mesh"]) == 0
+    files = {p.name for p in (tmp_path / "b" / "astro").iterdir()}
+    assert files == {"head.ply", "head.splat", "input.png", "timings.json"}
+    assert "previews" not in capsys.readouterr().out
 
 
 def test_reconstruct_reports_bad_photos_and_goes_on(tmp_path, photo, capsys):

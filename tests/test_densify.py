@@ -156,3 +156,24 @@ def test_paper_sizes_are_fast():
         assert elapsed < 10.0, (target, elapsed)  # ~1 s on a quiet 2-core box; generous for shared CI
     sums = torch.zeros(W.shape[0]).index_add_(0, W.indices()[0], W.values())
     assert torch.allclose(sums, torch.ones_like(sums)) and np.isclose(W.values().min().item(), 0.125, atol=0.13)
+
+
+def test_densified_mesh_covers_the_template_surface_with_the_same_orientation(head):
+    from panolam.geometry.densify import build_densified_mesh
+
+    W, faces = build_densified_mesh(head.vertices, head.faces, area_threshold=1e-9, target_points=3001)
+    torch.testing.assert_close(W.to_dense(), build_densification(head.vertices, head.faces, 1e-9, 3001).to_dense())
+    assert faces.dtype == torch.int64 and faces.min() >= 0 and faces.max() < 3001
+    dense = densify(W, head.vertices.float()).double()
+
+    def area(v, f):
+        t = v[f]
+        return 0.5 * torch.linalg.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]).norm(dim=-1).sum()
+
+    torch.testing.assert_close(area(dense, faces), area(head.vertices.double(), head.faces), rtol=1e-5, atol=0)  # midpoint splits are planar: same surface
+    # Outward normals: the signed volume (divergence theorem) is positive and unchanged.
+    vol = lambda v, f: (v[f[:, 0]] * torch.linalg.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6
+    torch.testing.assert_close(vol(dense, faces), vol(head.vertices.double(), head.faces), rtol=1e-5, atol=0)
+    assert vol(dense, faces) > 0
+    # Every dense point but the final top-up midpoints is a mesh vertex.
+    assert len(torch.unique(faces)) >= 3001 - 2

@@ -39,6 +39,7 @@ class Reconstruction:
     trained: bool
     alpha: np.ndarray | None = None  # (H, W) float32 person matte of ``framed``, when preprocessing made one
     input_camera: Cameras | None = None  # the input view's camera at the framed size (pixel-aligned networks)
+    faces: np.ndarray | None = None  # (F, 3) triangles over the Gaussians (dense template mesh) for head.glb
 
 
 def find_checkpoint(checkpoint: str | os.PathLike | None, use_default: bool = True) -> Path | None:
@@ -131,8 +132,9 @@ class Reconstructor:
         pose = out.input_pose_deg()
         if pose is not None:  # the pose head's view estimate, kept with the timings for the user and benchmarks
             timings["input_yaw_deg"], timings["input_pitch_deg"] = float(pose[0][0]), float(pose[1][0])
+        faces = getattr(self.model, "dense_faces", None)
         return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained, alpha=alpha,
-                              input_camera=camera)
+                              input_camera=camera, faces=faces.cpu().numpy() if faces is not None else None)
 
 
 def _square_resize(img: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -164,26 +166,69 @@ def render_views(g: Gaussians, names: Sequence[str] = ("front", "left", "right",
     return contact_sheet(g, names, size=size, extra=extra)
 
 
-def write_outputs(rec: Reconstruction, out_dir: str | os.PathLike, turntable_frames: int = 120, size: int = 512, fps: int = 30) -> dict[str, Path]:
-    """Write head.ply, head.splat, input.png, views.png, turntable.gif/.mp4 and timings.json; returns the paths."""
-    from panolam.render.preview import save_png, save_video, turntable
+def write_head(rec: Reconstruction, out_dir: str | os.PathLike, mesh: bool = True) -> dict[str, Path]:
+    """The files users wait for, written first: head.ply, head.splat, head.glb (when the reconstruction
+    carries its mesh faces and ``mesh``) and input.png. Returns their paths; adds ``write_head_s``."""
+    from panolam.render.preview import save_png
 
+    t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"ply": out / "head.ply", "splat": out / "head.splat", "input": out / "input.png", "views": out / "views.png"}
+    paths = {"ply": out / "head.ply", "splat": out / "head.splat"}
     save_ply(rec.gaussians, paths["ply"])
     save_splat(rec.gaussians, paths["splat"])
-    save_png(rec.framed, paths["input"])
+    if mesh and rec.faces is not None:
+        from panolam.gaussians.glb import save_glb
+
+        g = rec.gaussians
+        paths["glb"] = save_glb(out / "head.glb", g.means.numpy(), rec.faces, g.colors.numpy())
+    paths["input"] = save_png(rec.framed, out / "input.png")
+    rec.timings["write_head_s"] = time.perf_counter() - t0
+    return paths
+
+
+def write_previews(rec: Reconstruction, out_dir: str | os.PathLike, turntable_frames: int | None = None, size: int | None = None,
+                   fps: int | None = None, gif: bool = False, mp4: bool = True) -> dict[str, Path]:
+    """views.png (input + front/left/right/back) and the turntable (MP4; GIF when ``gif``), all views
+    rendered in one batched rasteriser call. Defaults: :data:`panolam.render.preview.TURNTABLE_FRAMES`
+    frames at ``PREVIEW_SIZE``² and ``TURNTABLE_FPS``. Adds ``render_previews_s`` (rendering) and
+    ``encode_previews_s`` (PNG/video encoding) to the timings."""
+    from panolam.render import preview
+
+    frames = preview.TURNTABLE_FRAMES if turntable_frames is None else turntable_frames
+    size = size or preview.PREVIEW_SIZE
+    fps = fps or preview.TURNTABLE_FPS
+    out = Path(out_dir)
+    names = ("front", "left", "right", "back")
     t0 = time.perf_counter()
-    save_png(render_views(rec.gaussians, size=size, input_image=rec.framed), paths["views"])
-    rec.timings["render_views_s"] = time.perf_counter() - t0
-    if turntable_frames > 0:
-        t0 = time.perf_counter()
-        frames = turntable(rec.gaussians, turntable_frames, size)
-        rec.timings["render_turntable_s"] = time.perf_counter() - t0
-        rec.timings["render_per_frame_s"] = rec.timings["render_turntable_s"] / turntable_frames
-        paths["gif"] = save_video(frames, out / "turntable.gif", fps)
-        paths["mp4"] = save_video(frames, out / "turntable.mp4", fps)
-    paths["timings"] = out / "timings.json"
-    atomic_write_bytes(paths["timings"], json.dumps({**rec.timings, "trained": rec.trained, "gaussians": len(rec.gaussians)}, indent=2).encode())
+    views, turn = preview.orbit_previews(rec.gaussians, names, frames, size)
+    rec.timings["render_previews_s"] = time.perf_counter() - t0
+    if frames > 0:
+        rec.timings["render_per_frame_s"] = rec.timings["render_previews_s"] / len(turn)
+    t0 = time.perf_counter()
+    paths = {"views": preview.save_png(preview.compose_sheet(views, names, extra=[("input", rec.framed)]), out / "views.png")}
+    if frames > 0 and mp4:
+        paths["mp4"] = preview.save_video(turn, out / "turntable.mp4", fps)
+    if frames > 0 and gif:
+        paths["gif"] = preview.save_video(turn, out / "turntable.gif", fps)
+    rec.timings["encode_previews_s"] = time.perf_counter() - t0
+    return paths
+
+
+def write_timings(rec: Reconstruction, out_dir: str | os.PathLike) -> Path:
+    """timings.json: the stage times so far, whether the weights are trained, the Gaussian count."""
+    path = Path(out_dir) / "timings.json"
+    atomic_write_bytes(path, json.dumps({**rec.timings, "trained": rec.trained, "gaussians": len(rec.gaussians)}, indent=2).encode())
+    return path
+
+
+def write_outputs(rec: Reconstruction, out_dir: str | os.PathLike, previews: bool = True, turntable_frames: int | None = None,
+                  size: int | None = None, fps: int | None = None, gif: bool = False, mesh: bool = True) -> dict[str, Path]:
+    """Everything for one head, in the order users need it: :func:`write_head`, then (``previews``)
+    :func:`write_previews`, then timings.json. Returns the paths by kind (ply, splat, glb, input,
+    views, mp4, gif, timings)."""
+    paths = write_head(rec, out_dir, mesh=mesh)
+    if previews:
+        paths.update(write_previews(rec, out_dir, turntable_frames, size, fps, gif=gif))
+    paths["timings"] = write_timings(rec, out_dir)
     return paths

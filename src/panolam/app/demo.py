@@ -1,9 +1,9 @@
 """The local web demo: upload a photo, get a 3D Gaussian head in an interactive splat viewer.
 
 Two Gradio pages. :func:`build_demo` runs the whole pipeline per request (preprocess -> one
-forward pass -> head.ply + turntable video) and shows the framed input, the head in
-``gr.Model3D`` (which draws 3DGS ``.ply`` files with its bundled gsplat.js), the turntable MP4,
-a download of ``head.ply`` and the timings. :func:`build_viewer` shows any saved ``head.ply``.
+forward pass -> head.ply, then the turntable video) and shows the framed input, the head in
+``gr.Model3D`` (which draws 3DGS ``.ply`` files with its bundled gsplat.js) as soon as head.ply
+exists, then the turntable MP4, a download of ``head.ply`` and the timings. :func:`build_viewer` shows any saved ``head.ply``.
 Everything is served from 127.0.0.1 by default: no share links, no analytics, nothing fetched
 from a CDN (Gradio's frontend and fonts are bundled in the wheel).
 """
@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 # Must be set before gradio is imported: it reads the flag at import time.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -41,7 +41,7 @@ class DemoSettings:
     config: str = "default"
     overrides: tuple[str, ...] = ()
     device: str = "auto"
-    turntable_frames: int = 60
+    turntable_frames: int = 24  # panolam.render.preview.TURNTABLE_FRAMES: ~1-2 s on two cores
     render_size: int = 256
     size: int = 512
     out_root: Path | None = None
@@ -67,7 +67,8 @@ def example_photos(folder: Path) -> list[str]:
 
 def _timings_markdown(timings: dict[str, float], n_gaussians: int, device: str, trained: bool) -> str:
     rows = [("preprocess (face, framing, matting)", "preprocess_s"), ("reconstruct (one forward pass)", "reconstruct_s"),
-            ("render preview views", "render_views_s"), ("render turntable", "render_turntable_s")]
+            ("write head.ply/.splat/.glb", "write_head_s"), ("render views + turntable", "render_previews_s"),
+            ("encode PNG/MP4", "encode_previews_s")]
     lines = ["| step | seconds |", "| --- | ---: |"]
     lines += [f"| {label} | {timings[key]:.2f} |" for label, key in rows if key in timings]
     lines.append(f"| **total** | **{timings.get('total_s', sum(timings.get(k, 0.0) for _, k in rows)):.2f}** |")
@@ -100,9 +101,10 @@ class DemoRunner:
         path.mkdir()
         return path
 
-    def run(self, photo_path: str | None) -> tuple[np.ndarray, str, str | None, str, str]:
-        """Upload path -> (framed input, head.ply, turntable.mp4, head.ply for download, timings Markdown)."""
-        from panolam.pipeline import write_outputs
+    def run_steps(self, photo_path: str | None) -> Iterator[tuple[np.ndarray, str, str | None, str, str]]:
+        """Upload path -> (framed input, viewer copy of head.ply, turntable.mp4 or None, head.ply, timings Markdown),
+        yielded twice: as soon as head.ply exists (no video yet), then with the turntable."""
+        from panolam.pipeline import write_head, write_previews, write_timings
         from panolam.preprocess import PreprocessError, load_photo
 
         gr = _gradio()
@@ -114,12 +116,26 @@ class DemoRunner:
             rec = self.reconstructor.reconstruct(photo, size=self.settings.size)
         except PreprocessError as e:
             raise gr.Error(str(e).replace(str(photo_path), Path(photo_path).name)) from e
-        paths = write_outputs(rec, self._new_run_dir(), turntable_frames=self.settings.turntable_frames, size=self.settings.render_size)
-        rec.timings["total_s"] = time.perf_counter() - t0
+        run_dir = self._new_run_dir()
+        paths = write_head(rec, run_dir)
+        view = str(write_viewer_copy(paths["ply"], run_dir / "view" / "head.ply"))
+        rec.timings["head_ready_s"] = time.perf_counter() - t0
         device = str(getattr(self.reconstructor, "device", "cpu"))
-        md = _timings_markdown(rec.timings, len(rec.gaussians), device, getattr(rec, "trained", self.trained))
-        view = write_viewer_copy(paths["ply"], paths["ply"].parent / "view" / "head.ply")
-        return rec.framed, str(view), str(paths["mp4"]) if "mp4" in paths else None, str(paths["ply"]), md
+        trained = getattr(rec, "trained", self.trained)
+        frames = self.settings.turntable_frames
+        if frames > 0:
+            pending = _timings_markdown(rec.timings, len(rec.gaussians), device, trained) + "\n\n*Rendering the turntable…*"
+            yield rec.framed, view, None, str(paths["ply"]), pending
+        previews = write_previews(rec, run_dir, frames, self.settings.render_size)
+        rec.timings["total_s"] = time.perf_counter() - t0
+        write_timings(rec, run_dir)
+        md = _timings_markdown(rec.timings, len(rec.gaussians), device, trained)
+        yield rec.framed, view, str(previews["mp4"]) if "mp4" in previews else None, str(paths["ply"]), md
+
+    def run(self, photo_path: str | None) -> tuple[np.ndarray, str, str | None, str, str]:
+        """:meth:`run_steps` to the end: the final outputs."""
+        *_, last = self.run_steps(photo_path)
+        return last
 
 
 def to_viewer_frame(g):
@@ -170,7 +186,12 @@ def build_demo(runner: DemoRunner):
                 with gr.Row():
                     download = gr.File(label="Download head.ply (INRIA 3DGS)", interactive=False, elem_id="download")
                     timings = gr.Markdown(elem_id="timings")
-        button.click(runner.run, inputs=[photo], outputs=[framed, viewer, video, download, timings], api_name="reconstruct")
+        def reconstruct(photo_path):
+            # The viewer gets head.ply as soon as it exists; the second step only adds the video and final timings.
+            for i, step in enumerate(runner.run_steps(photo_path)):
+                yield step if i == 0 else (gr.skip(), gr.skip(), step[2], gr.skip(), step[4])
+
+        button.click(reconstruct, inputs=[photo], outputs=[framed, viewer, video, download, timings], api_name="reconstruct")
     return demo
 
 

@@ -1,11 +1,13 @@
-"""Helpers shared by the command modules: config and device flags."""
+"""Helpers shared by the command modules: config and device flags.
+
+Nothing here imports torch: building the parser (``panolam --help``) must stay fast.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from panolam.config import PRESET_NAMES, PanoLAMConfig, get_config
-from panolam.runtime import resolve_device  # noqa: F401  (re-exported for command modules)
 
 
 def add_config_args(p: argparse.ArgumentParser, default: str = "default") -> None:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default=None, help="trained model folder/file (default: $PANOLAM_CHECKPOINT or the shipped model)")
     add_config_args(p)
     add_device_arg(p)
-    p.add_argument("--turntable-frames", type=int, default=60, help="frames in the turntable video (default 60; 0 = no video)")
+    p.add_argument("--turntable-frames", type=int, default=24, help="frames in the turntable video (default 24; 0 = no video)")
     p.add_argument("--render-size", type=int, default=256, help="side of the preview/turntable renders in pixels (default 256)")
     p.add_argument("--out", default=None, help="folder for per-request outputs (default: a temporary folder)")
     p.set_defaults(func=run_app)

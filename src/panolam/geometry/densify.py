@@ -154,6 +154,16 @@ def build_densification(
     vertices: torch.Tensor, faces: torch.Tensor, area_threshold: float, target_points: int | None = None
 ) -> torch.Tensor:
     """Sparse coalesced COO W (M_D, M_C) float32; rows are barycentric weights (≤ 3 non-zeros, sum 1).
+    See :func:`build_densified_mesh` (the same W, plus the subdivided faces)."""
+    return build_densified_mesh(vertices, faces, area_threshold, target_points)[0]
+
+
+def build_densified_mesh(
+    vertices: torch.Tensor, faces: torch.Tensor, area_threshold: float, target_points: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (M_D, M_C) as in :func:`build_densification` and the subdivided triangles (F_D, 3) int64 over the
+    M_D dense points, so ``(W·V, faces)`` is the template surface as a finer mesh (same area, same
+    orientation). The few points added by the final top-up (single edge midpoints) are in no face.
 
     Without ``target_points``: split every face with area > ``area_threshold`` (1-to-4 at the edge
     midpoints), repeatedly, until none exceeds it. With ``target_points``: split the largest faces
@@ -174,7 +184,7 @@ def build_densification(
             sub.split(sel)
             if sub.count > _MAX_POINTS:
                 raise ValueError(f"area_threshold={area_threshold} gives more than {_MAX_POINTS} points")
-        return sub.matrix()
+        return sub.matrix(), torch.from_numpy(sub.faces.copy())
     target = int(target_points)
     if target < sub.count:
         raise ValueError(f"target_points={target} is below the template's {sub.count} vertices")
@@ -197,7 +207,7 @@ def build_densification(
             ids, nums, keys = sub.midpoints(batch[k : k + 1])
             fresh = np.flatnonzero(sub.new_point_ranks(keys) >= 0)[: target - sub.count]
             sub.add_points(ids[fresh], nums[fresh], keys[fresh])
-    return sub.matrix()
+    return sub.matrix(), torch.from_numpy(sub.faces.copy())
 
 
 def densify(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from torch import nn
 
 from panolam.config.model import ModelConfig
 from panolam.gaussians.container import Gaussians
-from panolam.geometry.densify import build_densification, densify
+from panolam.geometry.densify import build_densified_mesh, densify
 from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
@@ -84,11 +84,14 @@ class PanoLAM(nn.Module):
         self.cfg = cfg
         template = load_template(cfg.template, cfg.template_vertices)
         verts = template.vertices.float()
-        W = build_densification(verts, template.faces, cfg.area_threshold, cfg.dense_points).float().coalesce()
+        W, dense_faces = build_densified_mesh(verts, template.faces, cfg.area_threshold, cfg.dense_points)
+        W = W.float().coalesce()
         self.register_buffer("template_vertices", verts, persistent=False)
         self.register_buffer("densify_matrix", W, persistent=False)
         normals = template.vertex_normals().float()
         self.register_buffer("template_normals", normals, persistent=False)
+        # Triangles over the M_D dense points (dense Gaussian i sits on dense point i): the mesh export.
+        self.register_buffer("dense_faces", dense_faces, persistent=False)
         self.num_coarse, self.num_dense = verts.shape[0], W.shape[0]
         edge = mean_edge_length(verts, template.faces)
         dense_scale = edge * (self.num_coarse / self.num_dense) ** 0.5  # spacing shrinks as sqrt of the count

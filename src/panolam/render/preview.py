@@ -23,7 +23,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def render_cameras(g: Gaussians, cams: Cameras, background: Sequence[float] = (1.0, 1.0, 1.0), chunk: int = 8) -> np.ndarray:
-    """Render every camera (in chunks to bound memory) -> (C, H, W, 3) uint8."""
+    """Render every camera (in chunks of ``chunk`` cameras to bound memory) -> (C, H, W, 3) uint8.
+
+    One rasteriser call per chunk; on CPU its tiles of all cameras in the chunk are shared out over
+    the Numba threads, so larger chunks keep every core busy (a chunk costs ≈ C·H·W·40 bytes)."""
     from panolam.render.rasterize import rasterize
 
     g = g.detach()
@@ -54,6 +57,12 @@ def contact_sheet(
 ) -> np.ndarray:
     """One row of labelled renders from the named views, optionally preceded by extra images (e.g. the input)."""
     views = render_cameras(g, named_views(tuple(names), size=size), background)
+    return compose_sheet(views, names, extra)
+
+
+def compose_sheet(views: np.ndarray, names: Sequence[str], extra: Iterable[tuple[str, np.ndarray]] = ()) -> np.ndarray:
+    """Rendered views (n, S, S, 3) side by side with their captions, after the extra images fitted to S×S."""
+    size = views.shape[1]
     tiles = [label_image(_fit(img, size), caption) for caption, img in extra]
     tiles += [label_image(v, n) for v, n in zip(views, names)]
     return np.concatenate(tiles, axis=1)
@@ -76,6 +85,40 @@ def turntable_cameras(frames: int = 120, size: int = 512, pitch_deg: float = 0.0
 def turntable(g: Gaussians, frames: int = 120, size: int = 512, pitch_deg: float = 0.0, background: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """(frames, H, W, 3) uint8 renders of a full orbit."""
     return render_cameras(g, turntable_cameras(frames, size, pitch_deg), background)
+
+
+# Defaults of the previews written next to every head: 24 frames at 256² (the four named views are
+# frames 0/6/12/18) in one batched rasteriser call. BENCHMARKS' rasteriser table gives 0.02–0.03 s
+# per 256² frame at 5–10K Gaussians on two idle cores, so ≈ 0.5–1 s; 12 fps makes a 2-second loop.
+PREVIEW_SIZE, TURNTABLE_FRAMES, TURNTABLE_FPS = 256, 24, 12
+BATCH_PIXELS = 64 * 256 * 256  # pixels per rasteriser call: ≈ 60 bytes each of float64/int64 buffers, ≈ 250 MB
+
+
+def orbit_previews(g: Gaussians, names: Sequence[str] = ("front", "left", "right", "back"), frames: int = TURNTABLE_FRAMES,
+                   size: int = PREVIEW_SIZE, background: Sequence[float] = (1.0, 1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """The named views (len(names), H, W, 3) and a ``frames``-frame turntable (frames, H, W, 3), uint8,
+    rendered in one batched call; a named view whose yaw is also a turntable frame is rendered once."""
+    from panolam.geometry.cameras import NAMED_VIEWS_YAW
+
+    unknown = [n for n in names if n not in NAMED_VIEWS_YAW]
+    if unknown:
+        raise ValueError(f"unknown view names {unknown}; choose from {sorted(NAMED_VIEWS_YAW)}")
+    turn = [i * 360.0 / frames for i in range(frames)]
+    yaws = list(turn)
+    index = {round(y % 360.0, 6): i for i, y in enumerate(yaws)}
+    view_ids = []
+    for n in names:
+        key = round(NAMED_VIEWS_YAW[n] % 360.0, 6)
+        if key not in index:
+            index[key] = len(yaws)
+            yaws.append(NAMED_VIEWS_YAW[n])
+        view_ids.append(index[key])
+    if not yaws:
+        empty = np.zeros((0, size, size, 3), np.uint8)
+        return empty, empty
+    cams = Cameras.orbit(torch.tensor(yaws, dtype=torch.float32), 0.0, EG3D_RADIUS, 18.837, size)
+    images = render_cameras(g, cams, background, chunk=max(1, BATCH_PIXELS // (size * size)))
+    return images[view_ids], images[:frames]
 
 
 def save_video(frames: np.ndarray, path: str | Path, fps: int = 30) -> Path:
