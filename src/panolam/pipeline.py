@@ -14,7 +14,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,10 @@ import torch
 from panolam.gaussians import Gaussians
 from panolam.gaussians.ply import atomic_write_bytes, save_ply, save_splat
 from panolam.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from panolam.geometry.cameras import Cameras
+    from panolam.refine import RefineStats
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "assets" / "default_model"
 UNTRAINED_WARNING = (
@@ -36,6 +40,7 @@ class Reconstruction:
     framed: np.ndarray  # (H, W, 3) uint8: what the network saw
     timings: dict[str, float]
     trained: bool
+    alpha: np.ndarray | None = None  # (H, W) float32 person alpha of ``framed`` (None when not preprocessed)
 
 
 def find_checkpoint(checkpoint: str | os.PathLike | None, use_default: bool = True) -> Path | None:
@@ -106,8 +111,10 @@ class Reconstructor:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         rgb = load_photo(photo) if not isinstance(photo, np.ndarray) else photo
+        alpha = None
         if preprocess:
-            framed = frame_photo(rgb, size=size).image
+            framing = frame_photo(rgb, size=size)
+            framed, alpha = framing.image, framing.alpha
         else:
             framed = _square_resize(rgb, size)
         timings["preprocess_s"] = time.perf_counter() - t0
@@ -117,7 +124,35 @@ class Reconstructor:
             torch.cuda.synchronize(self.device)
         timings["reconstruct_s"] = time.perf_counter() - t0
         head = out.dense[0].detach().to("cpu", torch.float32)
-        return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained)
+        return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained, alpha=alpha)
+
+
+def input_camera_for(rec: Reconstruction) -> "Cameras":
+    """The camera of ``rec``'s input photo at the framed size: the estimated one when the reconstruction
+    carries it, else the nominal frontal camera the framing was made for (training renders: yaw 0,
+    radius 2.7, diagonal FOV 18.837°)."""
+    from panolam.geometry.cameras import Cameras
+
+    cam = getattr(rec, "input_camera", None)
+    if cam is not None:
+        return cam
+    h, w = rec.framed.shape[:2]
+    return Cameras.orbit(0.0, 0.0, width=w, height=h)
+
+
+def refine_reconstruction(rec: Reconstruction, steps: int, **options) -> tuple[Reconstruction, "RefineStats"]:
+    """``rec`` with its head refined against the framed input (``steps`` Adam steps of
+    :func:`panolam.refine.refine_head`, options passed on) and ``refine_s`` in its timings; steps=0 returns ``rec``.
+
+    The person alpha is the mask (the whole image when the photo was not preprocessed)."""
+    from panolam.refine import refine_head
+
+    image = torch.from_numpy(np.ascontiguousarray(rec.framed[..., :3])).permute(2, 0, 1).float().div(255)
+    mask = torch.from_numpy(rec.alpha)[None] if rec.alpha is not None else None
+    head, stats = refine_head(rec.gaussians, image, mask, input_camera_for(rec), steps, **options)
+    if steps == 0:
+        return rec, stats
+    return dataclasses.replace(rec, gaussians=head, timings={**rec.timings, "refine_s": stats.seconds}), stats
 
 
 def _square_resize(img: np.ndarray, size: int) -> np.ndarray:

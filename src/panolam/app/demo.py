@@ -31,6 +31,7 @@ VIEWER_HEIGHT = 420
 # at EG3D scale (~0.6 units), so the viewer gets a display copy turned 180° about x and enlarged;
 # the downloadable head.ply stays in the project's world frame.
 VIEWER_SCALE = 2.0
+MAX_REFINE_STEPS = 100
 
 
 @dataclass
@@ -45,6 +46,7 @@ class DemoSettings:
     render_size: int = 256
     size: int = 512
     out_root: Path | None = None
+    refine_steps: int = 0  # initial value of the page's "refinement steps" slider
 
 
 def _gradio():
@@ -67,6 +69,7 @@ def example_photos(folder: Path) -> list[str]:
 
 def _timings_markdown(timings: dict[str, float], n_gaussians: int, device: str, trained: bool) -> str:
     rows = [("preprocess (face, framing, matting)", "preprocess_s"), ("reconstruct (one forward pass)", "reconstruct_s"),
+            ("test-time refinement", "refine_s"),
             ("render preview views", "render_views_s"), ("render turntable", "render_turntable_s")]
     lines = ["| step | seconds |", "| --- | ---: |"]
     lines += [f"| {label} | {timings[key]:.2f} |" for label, key in rows if key in timings]
@@ -100,9 +103,10 @@ class DemoRunner:
         path.mkdir()
         return path
 
-    def run(self, photo_path: str | None) -> tuple[np.ndarray, str, str | None, str, str]:
-        """Upload path -> (framed input, head.ply, turntable.mp4, head.ply for download, timings Markdown)."""
-        from panolam.pipeline import write_outputs
+    def run(self, photo_path: str | None, refine_steps: float | None = None) -> tuple[np.ndarray, str, str | None, str, str]:
+        """Upload path (+ refinement steps, default the settings') -> (framed input, head.ply, turntable.mp4,
+        head.ply for download, timings Markdown)."""
+        from panolam.pipeline import refine_reconstruction, write_outputs
         from panolam.preprocess import PreprocessError, load_photo
 
         gr = _gradio()
@@ -114,6 +118,8 @@ class DemoRunner:
             rec = self.reconstructor.reconstruct(photo, size=self.settings.size)
         except PreprocessError as e:
             raise gr.Error(str(e).replace(str(photo_path), Path(photo_path).name)) from e
+        steps = self.settings.refine_steps if refine_steps is None else int(refine_steps)
+        rec, _ = refine_reconstruction(rec, max(0, steps))
         paths = write_outputs(rec, self._new_run_dir(), turntable_frames=self.settings.turntable_frames, size=self.settings.render_size)
         rec.timings["total_s"] = time.perf_counter() - t0
         device = str(getattr(self.reconstructor, "device", "cpu"))
@@ -161,6 +167,8 @@ def build_demo(runner: DemoRunner):
         with gr.Row():
             with gr.Column(scale=1):
                 photo = gr.Image(type="filepath", label="Photo", sources=["upload", "clipboard"], height=300, elem_id="photo")
+                refine = gr.Slider(0, MAX_REFINE_STEPS, value=runner.settings.refine_steps, step=1, elem_id="refine",
+                                   label="Refinement steps (0 = off): fit the visible side to the photo, ~0.1 s per step")
                 button = gr.Button("Reconstruct", variant="primary", elem_id="run")
                 gr.Examples(examples=[[p] for p in example_photos(runner.out_root / "examples")], inputs=[photo], label="Example (scikit-image astronaut)")
                 framed = gr.Image(label="Network input (framed, background removed)", interactive=False, height=256, elem_id="framed")
@@ -170,7 +178,7 @@ def build_demo(runner: DemoRunner):
                 with gr.Row():
                     download = gr.File(label="Download head.ply (INRIA 3DGS)", interactive=False, elem_id="download")
                     timings = gr.Markdown(elem_id="timings")
-        button.click(runner.run, inputs=[photo], outputs=[framed, viewer, video, download, timings], api_name="reconstruct")
+        button.click(runner.run, inputs=[photo, refine], outputs=[framed, viewer, video, download, timings], api_name="reconstruct")
     return demo
 
 
