@@ -15,6 +15,7 @@ from panolam.refine.head import VISIBLE_WEIGHT
 from panolam.render import rasterize
 
 SIZE = 32
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def layer(z: float, color: tuple[float, float, float], n: int = 7, half: float = 0.2) -> Gaussians:
@@ -141,7 +142,8 @@ def test_pipeline_refines_a_reconstruction_with_the_nominal_camera(scene):
     rec = Reconstruction(gaussians=g, framed=framed, timings={"reconstruct_s": 0.1}, trained=False, alpha=alpha)
     torch.testing.assert_close(input_camera_for(rec).K, cam.K)
     torch.testing.assert_close(input_camera_for(rec).world_to_cam, cam.world_to_cam)
-    refined, stats = refine_reconstruction(rec, 20, size=SIZE)
+    refined, stats = refine_reconstruction(rec, 20)
+    assert stats.size == (48, 48)  # a framed image smaller than the default fit size is not upsampled
     assert refined is not rec and rec.gaussians is g  # the unrefined reconstruction is kept
     assert stats.loss_after < stats.loss_before and refined.timings["refine_s"] == stats.seconds
     assert refine_reconstruction(rec, 0)[0] is rec

@@ -94,7 +94,8 @@ def _prepare(image: torch.Tensor, mask: torch.Tensor | None, camera: Cameras, si
     mask = mask.reshape(1, *mask.shape[-2:]) if mask.ndim in (2, 3) else mask
     if mask.shape != (1, h, w):
         raise ValueError(f"mask must be (1, H, W) matching the image {h}x{w}, got {tuple(mask.shape)}")
-    rw, rh = size, max(1, round(size * camera.height / camera.width))
+    rw = min(size, w)  # never upsample the photo: a smaller one is fitted at its own size
+    rh = max(1, round(rw * camera.height / camera.width))
     both = torch.cat([image, mask.to(image.dtype)])[None].to(device, torch.float32)
     if (h, w) != (rh, rw):
         both = F.interpolate(both, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
@@ -125,7 +126,8 @@ def refine_head(
     inside ``mask`` (1,H,W in [0,1]; None = whole image); returns new Gaussians and :class:`RefineStats`.
 
     ``camera`` is the input view at the image's size (any size with the same aspect: it is resized
-    to ``size`` pixels wide). ``steps=0`` returns ``gaussians`` unchanged.
+    to ``size`` pixels wide, or the image's width when that is smaller). ``steps=0`` returns
+    ``gaussians`` unchanged.
     """
     if not isinstance(gaussians, Gaussians) or gaussians.means.ndim != 2:
         raise ValueError("refine_head takes one unbatched Gaussians (N, 3)")
