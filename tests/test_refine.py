@@ -101,6 +101,22 @@ def test_output_is_valid_and_bounded(scene):
     assert not out.colors.requires_grad and not out.means.requires_grad
 
 
+def test_optional_perceptual_term_is_added(scene):
+    g, n_front, cam = scene
+    out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, steps=1, size=SIZE, lpips_weight=1.0)
+    # Step 1 changes no colour yet, so its objective is the L1 plus the (positive) ST-LPIPS of two different images.
+    assert stats.losses[0] > stats.loss_before + 1e-4
+    assert all(torch.isfinite(t).all() for t in out.fields().values())
+
+
+def test_frozen_gaussians_are_returned_bit_for_bit_in_float64(scene):
+    g, n_front, cam = scene
+    g64 = g.to("cpu", torch.float64)
+    out, _ = refine_head(g64, target_image(g, n_front, cam), None, cam, steps=3, size=SIZE)
+    assert out.means.dtype == torch.float64
+    assert torch.equal(out.colors[n_front:], g64.colors[n_front:]) and torch.equal(out.means[n_front:], g64.means[n_front:])
+
+
 def test_steps_zero_is_the_identity(scene):
     g, n_front, cam = scene
     out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, steps=0)

@@ -186,11 +186,13 @@ def refine_head(
             losses.append(float(loss.detach()))
     with torch.no_grad():
         g = assemble()
-        # Clamp only what was refined: a frozen Gaussian comes back exactly as it went in.
-        opac = torch.where(vis_idx, g.opacities.clamp(LOGIT_EPS, 1 - LOGIT_EPS), g0.opacities)
-        g = Gaussians(g.means, g.quats, g.scales, opac, torch.where(vis_idx[:, None], g.colors.clamp(0, 1), g0.colors))
+        g = Gaussians(g.means, g.quats, g.scales, g.opacities.clamp(LOGIT_EPS, 1 - LOGIT_EPS), g.colors.clamp(0, 1))
         loss_after = float(photometric(g)[0])
-    out = g.to(device, dtype) if dtype != torch.float32 else g
+        # Only what was refined is replaced: a frozen Gaussian comes back exactly as it went in (any dtype).
+        src = gaussians.detach()
+        keep = vis_idx.to(device)
+        out = Gaussians(torch.where(keep[:, None], g.means.to(dtype), src.means), src.quats, src.scales,
+                        torch.where(keep, g.opacities.to(dtype), src.opacities), torch.where(keep[:, None], g.colors.to(dtype), src.colors))
     if not all(math.isfinite(v) for v in (loss_before, loss_after)):
         raise FloatingPointError("refine_head produced a non-finite loss; the input Gaussians or image contain NaN/inf")
     stats = RefineStats(loss_before, loss_after, steps, time.perf_counter() - t0, int(vis_idx.sum()), n, (cam.width, cam.height), losses)
