@@ -33,13 +33,13 @@ def test_masked_psnr_counts_only_the_mask(bench):
 
 
 def test_table_marks_missing_dlib_and_the_same_person_rule(bench):
-    rows = [bench.Row("a", 0, 0.0, 9.5, None, None, None), bench.Row("b", 20, 1.5, 11.25, True, 0.41, True),
-            bench.Row("c", 20, 1.5, 11.25, True, 0.72, True), bench.Row("d", 0, 0.0, 8.0, False, None, True)]
+    rows = [bench.Row("a", 0, 0.0, 0.0, 9.5, None, None, None), bench.Row("b", 20, 1.5, 2.5, 11.25, True, 0.41, True),
+            bench.Row("c", 20, 1.5, 2.5, 11.25, True, 0.72, True), bench.Row("d", 0, 0.0, 0.0, 8.0, False, None, True)]
     text = bench.table(rows, "note")
-    assert "| a | 0 | 0.00 s | 9.50 | n/a | n/a | n/a |" in text
-    assert "| b | 20 | 1.50 s | 11.25 | yes | 0.410 | yes |" in text
-    assert "| c | 20 | 1.50 s | 11.25 | yes | 0.720 | no |" in text
-    assert "| d | 0 | 0.00 s | 8.00 | no | - | n/a |" in text and text.endswith("note\n")
+    assert "| a | 0 | 0.00 s / 0.00 s | 9.50 | n/a | n/a | n/a |" in text
+    assert "| b | 20 | 1.50 s / 2.50 s | 11.25 | yes | 0.410 | yes |" in text
+    assert "| c | 20 | 1.50 s / 2.50 s | 11.25 | yes | 0.720 | no |" in text
+    assert "| d | 0 | 0.00 s / 0.00 s | 8.00 | no | - | n/a |" in text and text.endswith("note\n")
 
 
 @pytest.mark.slow
@@ -60,7 +60,7 @@ def test_one_photo_end_to_end(bench, tmp_path, monkeypatch):
     assert picture.shape == (2 * 64, 5 * 64, 3)  # rows: refine 0, 2; columns: input, front, left, right, back
     assert np.asarray(Image.open(tmp_path / "out" / "real_photos.png")).shape == picture.shape
     text = md.read_text()
-    assert "keep me" in text and text.count(bench.START) == 1 and "| astro | 2 |" in text and "untrained tiny" in text
+    assert "keep me" in text and text.count(bench.START) == 1 and "| astro | 2 |" in text and "untrained tiny" in text and "Load average" in text
     if not HAS_DLIB:
         pytest.skip("dlib columns not checked: optional extra missing (pip install 'panolam[csim]')")
     # dlib ran: it finds the astronaut's face in the photo; an untrained 64² render may or may not have one.
