@@ -75,6 +75,10 @@ def test_runner_one_request(tmp_path):
     torch.testing.assert_close(load_ply(view_ply).means, to_viewer_frame(head).means, atol=1e-5, rtol=0)
     assert mp4 is not None and mp4.endswith(".mp4")
     assert "| reconstruct (one forward pass) | 0.20 |" in md and "untrained" in md and "200 Gaussians" in md
+    assert "refinement" not in md  # 0 steps (the default): no refinement row
+    # The page's "refinement steps" slider value: the head changes and the timings gain a row.
+    _, _, _, refined_ply, md = runner.run(str(tmp_path / "astro.png"), 3)
+    assert "| test-time refinement |" in md and not torch.equal(load_ply(refined_ply).colors, head.colors)
     with pytest.raises(gr.Error, match="Upload a photo"):
         runner.run(None)
     save_png(np.full((100, 100, 3), 200, np.uint8), tmp_path / "blank.png")

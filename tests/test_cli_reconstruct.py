@@ -59,10 +59,17 @@ def test_reconstruct_defaults_write_mp4_not_gif_and_no_previews_skips_them(tmp_p
 def test_reconstruct_reports_bad_photos_and_goes_on(tmp_path, photo, capsys):
     bad = tmp_path / "notimage.jpg"
     bad.write_text("hello")
-    rc = main(["reconstruct", str(bad), str(photo), "-o", str(tmp_path / "o"), "--config", "tiny", "--size", "64", "--frames", "0"])
+    rc = main(["reconstruct", str(bad), str(photo), "-o", str(tmp_path / "o"), "--config", "tiny", "--size", "64", "--frames", "0",
+               "--refine", "2"])
     assert rc == 1
-    assert "notimage.jpg" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "notimage.jpg" in captured.err
     assert (tmp_path / "o" / "astro" / "head.ply").exists() and not (tmp_path / "o" / "notimage").exists()
+    # --refine: two steps at the 64² framing, reported and timed.
+    assert "astro: refinement: 2 steps at 64x64" in captured.out
+    assert json.loads((tmp_path / "o" / "astro" / "timings.json").read_text())["refine_s"] > 0
+    assert main(["reconstruct", str(photo), "-o", str(tmp_path / "o2"), "--refine", "-1"]) == 2
+    assert "--refine -1" in capsys.readouterr().err
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, photo, capsys):

@@ -82,8 +82,30 @@ def test_euler_of_known_rotation():
     assert np.allclose(metrics._euler_yxz(ry @ rx @ rz), [yaw, pitch, roll])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("face_recognition_models") is not None, reason="optional CSIM models are installed")
-def test_csim_without_optional_models_names_the_install():
+def test_csim_without_optional_models_names_the_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("dlib", "face_recognition_models") else real(name, *a))
     a, b = _pair(size=32)
-    with pytest.raises(metrics.MissingOptionalModel, match="face_recognition_models"):
+    with pytest.raises(metrics.MissingOptionalModel, match="face_recognition_models==0.3.0"):
         metrics.csim(a, b)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
+                    reason="optional dlib face-recognition extra not installed (pip install 'panolam[csim]')")
+def test_dlib_embedding_tells_two_people_apart():
+    from pathlib import Path
+
+    from PIL import Image
+
+    hopper = np.asarray(Image.open(Path(__file__).parents[1] / "benchmarks" / "photos" / "grace_hopper.jpg").convert("RGB"))
+    astro = skdata.astronaut()
+
+    def t(img):
+        return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255
+
+    ea, eh = metrics.face_embedding(t(astro)), metrics.face_embedding(t(hopper))
+    assert ea is not None and eh is not None and ea.shape == (128,)
+    # The same face shifted by a crop stays the same person; two people are beyond dlib's 0.6 rule.
+    shifted = metrics.face_embedding(t(astro[16:, 12:]))
+    assert np.linalg.norm(ea - shifted) < 0.3 < 0.6 < np.linalg.norm(ea - eh)
+    assert metrics.face_embedding(torch.full((3, 64, 64), 0.5)) is None

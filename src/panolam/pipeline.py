@@ -14,15 +14,18 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from panolam.gaussians import Gaussians
-from panolam.geometry.cameras import Cameras
 from panolam.gaussians.ply import atomic_write_bytes, save_ply, save_splat
+from panolam.geometry.cameras import Cameras
 from panolam.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from panolam.refine import RefineStats
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "assets" / "default_model"
 UNTRAINED_WARNING = (
@@ -135,6 +138,31 @@ class Reconstructor:
         faces = getattr(self.model, "dense_faces", None)
         return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained, alpha=alpha,
                               input_camera=camera, faces=faces.cpu().numpy() if faces is not None else None)
+
+
+def input_camera_for(rec: Reconstruction) -> "Cameras":
+    """The camera of ``rec``'s input photo at the framed size: the pose head's estimate when the network
+    has one, else the nominal frontal camera the framing was made for (training renders: yaw 0,
+    radius 2.7, diagonal FOV 18.837°)."""
+    if rec.input_camera is not None:
+        return rec.input_camera
+    h, w = rec.framed.shape[:2]
+    return Cameras.orbit(0.0, 0.0, width=w, height=h)
+
+
+def refine_reconstruction(rec: Reconstruction, steps: int, **options) -> tuple[Reconstruction, "RefineStats"]:
+    """``rec`` with its head refined against the framed input (``steps`` Adam steps of
+    :func:`panolam.refine.refine_head`, options passed on) and ``refine_s`` in its timings; steps=0 returns ``rec``.
+
+    The person alpha is the mask (the whole image when the photo was not preprocessed)."""
+    from panolam.refine import refine_head
+
+    image = torch.from_numpy(np.ascontiguousarray(rec.framed[..., :3])).permute(2, 0, 1).float().div(255)
+    mask = torch.from_numpy(rec.alpha)[None] if rec.alpha is not None else None
+    head, stats = refine_head(rec.gaussians, image, mask, input_camera_for(rec), steps, **options)
+    if steps == 0:
+        return rec, stats
+    return dataclasses.replace(rec, gaussians=head, timings={**rec.timings, "refine_s": stats.seconds}), stats
 
 
 def _square_resize(img: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray | None]:

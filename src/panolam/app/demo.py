@@ -31,6 +31,7 @@ VIEWER_HEIGHT = 420
 # at EG3D scale (~0.6 units), so the viewer gets a display copy turned 180° about x and enlarged;
 # the downloadable head.ply stays in the project's world frame.
 VIEWER_SCALE = 2.0
+MAX_REFINE_STEPS = 100
 
 
 @dataclass
@@ -45,6 +46,7 @@ class DemoSettings:
     render_size: int = 256
     size: int = 512
     out_root: Path | None = None
+    refine_steps: int = 0  # initial value of the page's "refinement steps" slider
 
 
 def _gradio():
@@ -67,6 +69,7 @@ def example_photos(folder: Path) -> list[str]:
 
 def _timings_markdown(timings: dict[str, float], n_gaussians: int, device: str, trained: bool) -> str:
     rows = [("preprocess (face, framing, matting)", "preprocess_s"), ("reconstruct (one forward pass)", "reconstruct_s"),
+            ("test-time refinement", "refine_s"),
             ("write head.ply/.splat/.glb", "write_head_s"), ("render views + turntable", "render_previews_s"),
             ("encode PNG/MP4", "encode_previews_s")]
     lines = ["| step | seconds |", "| --- | ---: |"]
@@ -101,10 +104,11 @@ class DemoRunner:
         path.mkdir()
         return path
 
-    def run_steps(self, photo_path: str | None) -> Iterator[tuple[np.ndarray, str, str | None, str, str]]:
-        """Upload path -> (framed input, viewer copy of head.ply, turntable.mp4 or None, head.ply, timings Markdown),
-        yielded twice: as soon as head.ply exists (no video yet), then with the turntable."""
-        from panolam.pipeline import write_head, write_previews, write_timings
+    def run_steps(self, photo_path: str | None, refine_steps: float | None = None) -> Iterator[tuple[np.ndarray, str, str | None, str, str]]:
+        """Upload path (+ refinement steps, default the settings') -> (framed input, viewer copy of head.ply,
+        turntable.mp4 or None, head.ply, timings Markdown), yielded twice: as soon as head.ply exists (no
+        video yet), then with the turntable."""
+        from panolam.pipeline import refine_reconstruction, write_head, write_previews, write_timings
         from panolam.preprocess import PreprocessError, load_photo
 
         gr = _gradio()
@@ -116,6 +120,8 @@ class DemoRunner:
             rec = self.reconstructor.reconstruct(photo, size=self.settings.size)
         except PreprocessError as e:
             raise gr.Error(str(e).replace(str(photo_path), Path(photo_path).name)) from e
+        steps = self.settings.refine_steps if refine_steps is None else int(refine_steps)
+        rec, _ = refine_reconstruction(rec, max(0, steps))
         run_dir = self._new_run_dir()
         paths = write_head(rec, run_dir)
         view = str(write_viewer_copy(paths["ply"], run_dir / "view" / "head.ply"))
@@ -132,9 +138,9 @@ class DemoRunner:
         md = _timings_markdown(rec.timings, len(rec.gaussians), device, trained)
         yield rec.framed, view, str(previews["mp4"]) if "mp4" in previews else None, str(paths["ply"]), md
 
-    def run(self, photo_path: str | None) -> tuple[np.ndarray, str, str | None, str, str]:
+    def run(self, photo_path: str | None, refine_steps: float | None = None) -> tuple[np.ndarray, str, str | None, str, str]:
         """:meth:`run_steps` to the end: the final outputs."""
-        *_, last = self.run_steps(photo_path)
+        *_, last = self.run_steps(photo_path, refine_steps)
         return last
 
 
@@ -177,6 +183,8 @@ def build_demo(runner: DemoRunner):
         with gr.Row():
             with gr.Column(scale=1):
                 photo = gr.Image(type="filepath", label="Photo", sources=["upload", "clipboard"], height=300, elem_id="photo")
+                refine = gr.Slider(0, MAX_REFINE_STEPS, value=runner.settings.refine_steps, step=1, elem_id="refine",
+                                   label="Refinement steps (0 = off): fit the visible side to the photo, ~0.1 s per step")
                 button = gr.Button("Reconstruct", variant="primary", elem_id="run")
                 gr.Examples(examples=[[p] for p in example_photos(runner.out_root / "examples")], inputs=[photo], label="Example (scikit-image astronaut)")
                 framed = gr.Image(label="Network input (framed, background removed)", interactive=False, height=256, elem_id="framed")
@@ -186,12 +194,12 @@ def build_demo(runner: DemoRunner):
                 with gr.Row():
                     download = gr.File(label="Download head.ply (INRIA 3DGS)", interactive=False, elem_id="download")
                     timings = gr.Markdown(elem_id="timings")
-        def reconstruct(photo_path):
+        def reconstruct(photo_path, refine_steps):
             # The viewer gets head.ply as soon as it exists; the second step only adds the video and final timings.
-            for i, step in enumerate(runner.run_steps(photo_path)):
+            for i, step in enumerate(runner.run_steps(photo_path, refine_steps)):
                 yield step if i == 0 else (gr.skip(), gr.skip(), step[2], gr.skip(), step[4])
 
-        button.click(reconstruct, inputs=[photo], outputs=[framed, viewer, video, download, timings], api_name="reconstruct")
+        button.click(reconstruct, inputs=[photo, refine], outputs=[framed, viewer, video, download, timings], api_name="reconstruct")
     return demo
 
 

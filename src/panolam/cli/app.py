@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--turntable-frames", type=int, default=24, help="frames in the turntable video (default 24; 0 = no video)")
     p.add_argument("--render-size", type=int, default=256, help="side of the preview/turntable renders in pixels (default 256)")
     p.add_argument("--out", default=None, help="folder for per-request outputs (default: a temporary folder)")
+    p.add_argument("--refine", type=int, default=0, metavar="N", help="initial test-time refinement steps on the page (default 0 = off)")
     p.set_defaults(func=run_app)
 
     v = sub.add_parser("view", help="open a saved head.ply in the browser splat viewer")
@@ -47,11 +48,13 @@ def run_app(args: argparse.Namespace) -> int:
     _check_server_args(args)
     if args.turntable_frames < 0 or args.render_size < 32:
         raise UserError("--turntable-frames must be >= 0 and --render-size >= 32")
+    if args.refine < 0:
+        raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
     from panolam.app.demo import DemoRunner, DemoSettings, build_demo, launch
 
     settings = DemoSettings(checkpoint=args.checkpoint, config=args.config, overrides=tuple(args.overrides), device=args.device,
                             turntable_frames=args.turntable_frames, render_size=args.render_size,
-                            out_root=Path(args.out) if args.out else None)
+                            out_root=Path(args.out) if args.out else None, refine_steps=args.refine)
     runner = DemoRunner(settings)
     launch(build_demo(runner), args.host, args.port, allowed_paths=[str(runner.out_root)],
            on_start=lambda url: print(f"PanoLAM demo running at {url} (Ctrl+C to stop)", flush=True))

@@ -145,24 +145,31 @@ def apd(pred: torch.Tensor, target: torch.Tensor) -> float | None:
 
 # --- identity (CSIM) -----------------------------------------------------------------------------
 
+DLIB_INSTALL = "pip install dlib-bin==20.0.1.post1 face_recognition_models==0.3.0"
+
+
 def _dlib_models():
-    try:
-        import dlib  # noqa: F401
-        import face_recognition_models  # noqa: F401
-    except ImportError as e:
+    import importlib.util
+
+    if importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None:
         raise MissingOptionalModel(
-            "CSIM needs the optional face-recognition extra: pip install dlib-bin face_recognition_models "
-            "(dlib ResNet embedding; reported as dlib-CSIM, not comparable to ArcFace CSIM)") from e
+            f"CSIM needs the optional face-recognition extra: {DLIB_INSTALL} (or pip install 'panolam[csim]'; "
+            "dlib ResNet embedding; reported as dlib-CSIM, not comparable to ArcFace CSIM)")
     return _dlib_embedder()
 
 
 @functools.lru_cache(maxsize=1)
 def _dlib_embedder():
-    import dlib
-    import face_recognition_models as frm
+    import importlib.util
+    from pathlib import Path
 
-    return (dlib.get_frontal_face_detector(), dlib.shape_predictor(frm.pose_predictor_five_point_model_location()),
-            dlib.face_recognition_model_v1(frm.face_recognition_model_location()))
+    import dlib
+
+    # The package's __init__ imports pkg_resources, which current setuptools no longer ships: locate its
+    # model files without executing it.
+    models = Path(importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]) / "models"
+    return (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat")),
+            dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")))
 
 
 def face_embedding(image: torch.Tensor) -> np.ndarray | None:

@@ -1,0 +1,199 @@
+"""``refine_head``: a few Adam steps fitting the visible Gaussians of a head to its input photo.
+
+What moves, and how far: colours and opacities through a logit-space delta (they stay in (0, 1));
+positions by ``max_offset · tanh(δ)`` (bounded, a few millimetres at EG3D scale: the head is ~0.6
+world units for ~20 cm); scales and rotations stay. Every delta is multiplied by a 0/1 visibility
+mask computed once from the input-view render, so a frozen Gaussian is returned bit for bit.
+Colour drift is penalised (squared change, mean over the updated Gaussians) so that a colour only
+moves as far as the photo asks. The photometric term is L1 over the person mask at a reduced render
+size (``size`` pixels wide); ST-LPIPS is optional (``lpips_weight``) because one ST-LPIPS
+forward+backward at 128² costs seconds on a 2-core CPU, more than the whole default budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from panolam.gaussians import Gaussians
+from panolam.geometry.cameras import Cameras
+from panolam.render import rasterize
+
+DEFAULT_STEPS = 20  # the CLI/app default is 0 (opt-in); this is what `refine_head` does when asked without a count
+DEFAULT_SIZE = 128  # render width of the fit (the input view); cost grows with the pixel count
+MAX_OFFSET = 0.01  # world units (~3 mm at EG3D scale): offsets are max_offset·tanh(δ)
+VISIBLE_WEIGHT = 0.05  # accumulated blending weight (in render pixels) below which a Gaussian is frozen
+LR = 0.1  # Adam step on the colour/opacity logits and the offset pre-tanh parameters
+COLOUR_REG = 0.05  # weight of the mean squared colour change of the updated Gaussians
+LOGIT_EPS = 1e-4
+
+
+@dataclasses.dataclass
+class RefineStats:
+    """What one refinement did; losses are the masked L1 in the input view at the fit's render size."""
+
+    loss_before: float | None  # None when nothing ran (steps=0)
+    loss_after: float | None
+    steps: int
+    seconds: float
+    updated: int  # Gaussians visible in the input view (the ones allowed to change)
+    total: int
+    size: tuple[int, int]  # (width, height) of the fit's renders
+    losses: list[float] = dataclasses.field(default_factory=list)  # total objective per step
+
+    def summary(self) -> str:
+        if self.loss_before is None:
+            return "refinement: off"
+        return (f"refinement: {self.steps} steps at {self.size[0]}x{self.size[1]} in {self.seconds:.2f} s, "
+                f"{self.updated}/{self.total} Gaussians updated, input-view L1 {self.loss_before:.4f} -> {self.loss_after:.4f}")
+
+
+def visibility_weights(gaussians: Gaussians, camera: Cameras, background: float = 1.0, backend: str = "auto") -> torch.Tensor:
+    """Accumulated blending weight Σ_pixels wᵢ of every Gaussian in ``camera`` (one view), shape (N,).
+
+    The rendered colour is Σ wᵢ·cᵢ (+ background), so ∂(Σ_pixels red)/∂(red of i) is exactly that
+    sum: one backward of the render gives it for every Gaussian, occlusion included.
+    """
+    g = gaussians.detach()
+    colors = g.colors.clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = rasterize(Gaussians(g.means, g.quats, g.scales, g.opacities, colors), camera, background, backend)
+        (grad,) = torch.autograd.grad(out.rgb[..., 0].sum(), colors)
+    return grad[:, 0]
+
+
+@functools.lru_cache(maxsize=2)
+def _perceptual(net: str, device: str):
+    from panolam.train.perceptual import Perceptual
+
+    return Perceptual(net=net).to(device)
+
+
+def _logit(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(LOGIT_EPS, 1 - LOGIT_EPS)
+    return torch.log(x) - torch.log1p(-x)
+
+
+def _prepare(image: torch.Tensor, mask: torch.Tensor | None, camera: Cameras, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Cameras]:
+    """Target (3,h,w) and mask (1,h,w) resized to the fit's render size, and the camera resized to match."""
+    if not isinstance(camera, Cameras) or len(camera) != 1:
+        raise ValueError(f"refine_head needs the input camera as Cameras of one view, got {type(camera).__name__}"
+                         + (f" with {len(camera)} views" if isinstance(camera, Cameras) else ""))
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"refine_head expects the input image as (3, H, W) in [0, 1], got shape {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    if abs(h / w - camera.height / camera.width) > 0.02:
+        raise ValueError(f"image {w}x{h} does not have the camera's aspect ratio ({camera.width}x{camera.height})")
+    if mask is None:
+        mask = image.new_ones(1, h, w)
+    mask = mask.reshape(1, *mask.shape[-2:]) if mask.ndim in (2, 3) else mask
+    if mask.shape != (1, h, w):
+        raise ValueError(f"mask must be (1, H, W) matching the image {h}x{w}, got {tuple(mask.shape)}")
+    rw = min(size, w)  # never upsample the photo: a smaller one is fitted at its own size
+    rh = max(1, round(rw * camera.height / camera.width))
+    both = torch.cat([image, mask.to(image.dtype)])[None].to(device, torch.float32)
+    if (h, w) != (rh, rw):
+        both = F.interpolate(both, size=(rh, rw), mode="bilinear", align_corners=False, antialias=True)
+    target, m = both[0, :3].clamp(0, 1), both[0, 3:].clamp(0, 1)
+    if float(m.sum()) < 1:
+        raise ValueError("refine_head: the person mask is empty at the fit's render size; nothing to fit")
+    return target, m, camera.resized(rw, rh).to(device)
+
+
+def refine_head(
+    gaussians: Gaussians,
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    camera: Cameras,
+    steps: int = DEFAULT_STEPS,
+    *,
+    size: int = DEFAULT_SIZE,
+    lr: float = LR,
+    max_offset: float = MAX_OFFSET,
+    colour_reg: float = COLOUR_REG,
+    lpips_weight: float = 0.0,
+    lpips_net: str = "alex",
+    visible_weight: float = VISIBLE_WEIGHT,
+    background: float = 1.0,
+    backend: str = "auto",
+) -> tuple[Gaussians, RefineStats]:
+    """Fit the Gaussians the input camera sees to ``image`` (3,H,W in [0,1], composited on ``background``)
+    inside ``mask`` (1,H,W in [0,1]; None = whole image); returns new Gaussians and :class:`RefineStats`.
+
+    ``camera`` is the input view at the image's size (any size with the same aspect: it is resized
+    to ``size`` pixels wide, or the image's width when that is smaller). ``steps=0`` returns
+    ``gaussians`` unchanged.
+    """
+    if not isinstance(gaussians, Gaussians) or gaussians.means.ndim != 2:
+        raise ValueError("refine_head takes one unbatched Gaussians (N, 3)")
+    if steps < 0 or int(steps) != steps:
+        raise ValueError(f"steps must be a non-negative integer, got {steps}")
+    if size < 8:
+        raise ValueError(f"size must be at least 8 pixels, got {size}")
+    n = len(gaussians)
+    if steps == 0:
+        return gaussians, RefineStats(None, None, 0, 0.0, 0, n, (0, 0))
+    t0 = time.perf_counter()
+    device, dtype = gaussians.device, gaussians.means.dtype
+    target, m, cam = _prepare(image, mask, camera, size, device)
+    g0 = gaussians.detach().to(device, torch.float32)
+
+    vis = (visibility_weights(g0, cam, background, backend) > visible_weight).to(torch.float32)
+    vis_idx = vis.bool()
+    c_logit, o_logit = _logit(g0.colors), _logit(g0.opacities)
+    c_base, o_base = torch.sigmoid(c_logit), torch.sigmoid(o_logit)
+    dc = torch.zeros_like(g0.colors, requires_grad=True)
+    do = torch.zeros_like(g0.opacities, requires_grad=True)
+    dm = torch.zeros_like(g0.means, requires_grad=True)
+    opt = torch.optim.Adam([dc, do, dm], lr=lr)
+    perceptual = _perceptual(lpips_net, str(device)) if lpips_weight > 0 else None
+    norm = 3 * m.sum()
+
+    def assemble() -> Gaussians:
+        # base + (σ(logit + δ) − σ(logit)): exactly the input where δ = 0 or the Gaussian is frozen.
+        colors = g0.colors + vis[:, None] * (torch.sigmoid(c_logit + dc) - c_base)
+        opac = g0.opacities + vis * (torch.sigmoid(o_logit + do) - o_base)
+        means = g0.means + vis[:, None] * max_offset * torch.tanh(dm)
+        return Gaussians(means, g0.quats, g0.scales, opac, colors)
+
+    def photometric(g: Gaussians) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = rasterize(g, cam, background, backend).rgb[0].permute(2, 0, 1)
+        return (m * (rgb - target).abs()).sum() / norm, rgb
+
+    losses: list[float] = []
+    loss_before = None
+    with torch.enable_grad():
+        for _ in range(steps):
+            g = assemble()
+            l1, rgb = photometric(g)
+            if loss_before is None:
+                loss_before = float(l1.detach())
+            loss = l1
+            if vis_idx.any():
+                loss = loss + colour_reg * (g.colors - g0.colors)[vis_idx].pow(2).sum(-1).mean()
+            if perceptual is not None:
+                # Outside the mask both images show the background, so only the person is compared.
+                a, b = (m * rgb + (1 - m) * background)[None], (m * target + (1 - m) * background)[None]
+                loss = loss + lpips_weight * perceptual(a, b).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    with torch.no_grad():
+        g = assemble()
+        g = Gaussians(g.means, g.quats, g.scales, g.opacities.clamp(LOGIT_EPS, 1 - LOGIT_EPS), g.colors.clamp(0, 1))
+        loss_after = float(photometric(g)[0])
+        # Only what was refined is replaced: a frozen Gaussian comes back exactly as it went in (any dtype).
+        src = gaussians.detach()
+        keep = vis_idx.to(device)
+        out = Gaussians(torch.where(keep[:, None], g.means.to(dtype), src.means), src.quats, src.scales,
+                        torch.where(keep, g.opacities.to(dtype), src.opacities), torch.where(keep[:, None], g.colors.to(dtype), src.colors))
+    if not all(math.isfinite(v) for v in (loss_before, loss_after)):
+        raise FloatingPointError("refine_head produced a non-finite loss; the input Gaussians or image contain NaN/inf")
+    stats = RefineStats(loss_before, loss_after, steps, time.perf_counter() - t0, int(vis_idx.sum()), n, (cam.width, cam.height), losses)
+    return out, stats

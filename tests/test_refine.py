@@ -1,0 +1,165 @@
+"""Test-time refinement on tiny scenes: it lowers the input-view loss, leaves what the input camera
+cannot see alone, returns valid Gaussians, and steps=0 is the identity; plus its pipeline wiring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panolam.gaussians import Gaussians
+from panolam.geometry.cameras import Cameras
+from panolam.pipeline import Reconstruction, input_camera_for, refine_reconstruction
+from panolam.refine import refine_head, visibility_weights
+from panolam.refine.head import VISIBLE_WEIGHT
+from panolam.render import rasterize
+
+SIZE = 32
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def layer(z: float, color: tuple[float, float, float], n: int = 7, half: float = 0.2) -> Gaussians:
+    """An opaque n×n sheet of flat Gaussians at depth z (facing the frontal camera on +z)."""
+    xs = torch.linspace(-half, half, n)
+    grid = torch.stack(torch.meshgrid(xs, xs, indexing="xy"), -1).reshape(-1, 2)
+    k = len(grid)
+    means = torch.cat([grid, torch.full((k, 1), z)], -1)
+    quats = torch.tensor([1.0, 0, 0, 0]).expand(k, 4).clone()
+    scales = torch.tensor([0.05, 0.05, 0.005]).expand(k, 3).clone()
+    return Gaussians(means, quats, scales, torch.full((k,), 0.99), torch.tensor(color).expand(k, 3).clone())
+
+
+@pytest.fixture()
+def scene():
+    """Front sheet (grey) in front of a back sheet (blue, the "back of the head") and a small Gaussian
+    hidden behind an opaque occluder; the camera looks from +z."""
+    front, back = layer(0.1, (0.5, 0.5, 0.5), n=9, half=0.24), layer(-0.1, (0.1, 0.2, 0.8), n=5, half=0.1)
+    hidden = Gaussians(torch.tensor([[0.0, 0.0, 0.05]]), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.02),
+                       torch.tensor([0.9]), torch.tensor([[0.9, 0.9, 0.1]]))
+    g = Gaussians.cat([front, back, hidden])
+    n_front = len(front)
+    return g, n_front, Cameras.orbit(0.0, 0.0, width=SIZE)
+
+
+def target_image(g: Gaussians, n_front: int, cam: Cameras) -> torch.Tensor:
+    """The scene with a reddish front sheet, rendered from ``cam``: what the "photo" shows."""
+    colors = g.colors.clone()
+    colors[:n_front] = torch.tensor([0.8, 0.3, 0.2])
+    return rasterize(Gaussians(g.means, g.quats, g.scales, g.opacities, colors), cam, 1.0).rgb[0].permute(2, 0, 1)
+
+
+def test_visibility_weights_sum_to_the_rendered_alpha(scene):
+    g, n_front, cam = scene
+    w = visibility_weights(g, cam)
+    alpha = rasterize(g, cam, 1.0).alpha
+    # Every pixel's alpha is the sum of the blending weights there, so the totals agree.
+    assert float(w.sum()) == pytest.approx(float(alpha.sum()), rel=1e-4)
+    assert (w[:n_front] > VISIBLE_WEIGHT).all()
+    # The back sheet and the occluded Gaussian are (nearly) unseen: below the freezing threshold.
+    assert float(w[n_front:].max()) < VISIBLE_WEIGHT
+
+
+def test_refinement_lowers_the_input_view_loss_and_freezes_the_unseen(scene):
+    g, n_front, cam = scene
+    image = target_image(g, n_front, cam)
+    out, stats = refine_head(g, image, None, cam, steps=30, size=SIZE)
+    assert stats.loss_after < 0.5 * stats.loss_before
+    assert stats.steps == 30 and stats.total == len(g) and stats.updated == n_front and stats.size == (SIZE, SIZE)
+    assert len(stats.losses) == 30 and stats.seconds > 0
+    # The front sheet turned towards the photo's colour...
+    assert float(out.colors[:n_front, 0].mean()) > 0.6
+    # ...while the back sheet and the occluded Gaussian kept the prediction.
+    for name in ("means", "opacities", "colors"):
+        torch.testing.assert_close(getattr(out, name)[n_front:], getattr(g, name)[n_front:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out.quats, g.quats)
+    torch.testing.assert_close(out.scales, g.scales)
+
+
+def test_refinement_sees_the_back_when_the_camera_does(scene):
+    """The same scene seen from behind: now the back sheet is refined, while what it covers from there
+    (the middle of the front sheet, the small Gaussian between the sheets) keeps its colour."""
+    g, n_front, _ = scene
+    cam = Cameras.orbit(180.0, 0.0, width=SIZE)
+    out, _ = refine_head(g, torch.full((3, SIZE, SIZE), 0.7), None, cam, steps=5, size=SIZE)
+    middle = n_front // 2  # the front sheet's centre Gaussian, at (0, 0, 0.1)
+    torch.testing.assert_close(g.means[middle], torch.tensor([0.0, 0.0, 0.1]))
+    for i in (middle, len(g) - 1):
+        torch.testing.assert_close(out.colors[i], g.colors[i], atol=1e-6, rtol=0)
+        torch.testing.assert_close(out.means[i], g.means[i], atol=1e-6, rtol=0)
+    assert ((out.colors[n_front:-1] - g.colors[n_front:-1]).abs().amax(-1) > 1e-3).all()
+
+
+def test_output_is_valid_and_bounded(scene):
+    g, n_front, cam = scene
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))  # a photo larger than the fit's renders
+    out, _ = refine_head(g, image, torch.ones(1, 64, 64), cam.resized(64, 64), steps=10, size=SIZE, max_offset=0.004)
+    assert isinstance(out, Gaussians) and len(out) == len(g)
+    for t in out.fields().values():
+        assert torch.isfinite(t).all()
+    assert ((out.opacities > 0) & (out.opacities < 1)).all() and ((out.colors >= 0) & (out.colors <= 1)).all()
+    assert float((out.means - g.means).abs().max()) <= 0.004 + 1e-7
+    assert not out.colors.requires_grad and not out.means.requires_grad
+
+
+def test_optional_perceptual_term_is_added(scene):
+    g, n_front, cam = scene
+    out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, steps=1, size=SIZE, lpips_weight=1.0)
+    # Step 1 changes no colour yet, so its objective is the L1 plus the (positive) ST-LPIPS of two different images.
+    assert stats.losses[0] > stats.loss_before + 1e-4
+    assert all(torch.isfinite(t).all() for t in out.fields().values())
+
+
+def test_frozen_gaussians_are_returned_bit_for_bit_in_float64(scene):
+    g, n_front, cam = scene
+    g64 = g.to("cpu", torch.float64)
+    out, _ = refine_head(g64, target_image(g, n_front, cam), None, cam, steps=3, size=SIZE)
+    assert out.means.dtype == torch.float64
+    assert torch.equal(out.colors[n_front:], g64.colors[n_front:]) and torch.equal(out.means[n_front:], g64.means[n_front:])
+
+
+def test_steps_zero_is_the_identity(scene):
+    g, n_front, cam = scene
+    out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, steps=0)
+    assert out is g and stats.steps == 0 and stats.loss_before is None and stats.summary() == "refinement: off"
+
+
+def test_only_the_masked_pixels_count(scene):
+    """A photo that differs from the render only outside the mask gives (almost) no loss and no change."""
+    g, n_front, cam = scene
+    image = rasterize(g, cam, 1.0).rgb[0].permute(2, 0, 1).clone()
+    mask = torch.ones(1, SIZE, SIZE)
+    mask[:, :, : SIZE // 2] = 0
+    image[:, :, : SIZE // 2] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    out, stats = refine_head(g, image, mask, cam, steps=5, size=SIZE)
+    assert stats.loss_before < 1e-5
+    torch.testing.assert_close(out.colors, g.colors, atol=2e-3, rtol=0)
+
+
+def test_errors_name_the_problem(scene):
+    g, _, cam = scene
+    image = torch.rand(3, SIZE, SIZE)
+    with pytest.raises(ValueError, match="one view"):
+        refine_head(g, image, None, Cameras.orbit([0.0, 90.0], 0.0, width=SIZE), steps=1)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        refine_head(g, torch.rand(3, SIZE, 2 * SIZE), None, cam, steps=1)
+    with pytest.raises(ValueError, match="mask is empty"):
+        refine_head(g, image, torch.zeros(1, SIZE, SIZE), cam, steps=1, size=SIZE)
+    with pytest.raises(ValueError, match="non-negative"):
+        refine_head(g, image, None, cam, steps=-1)
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        refine_head(g, image[None], None, cam, steps=1)
+
+
+def test_pipeline_refines_a_reconstruction_with_the_nominal_camera(scene):
+    g, n_front, _ = scene
+    cam = Cameras.orbit(0.0, 0.0, width=48)
+    framed = (target_image(g, n_front, cam).permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    alpha = np.ones((48, 48), np.float32)
+    rec = Reconstruction(gaussians=g, framed=framed, timings={"reconstruct_s": 0.1}, trained=False, alpha=alpha)
+    torch.testing.assert_close(input_camera_for(rec).K, cam.K)
+    torch.testing.assert_close(input_camera_for(rec).world_to_cam, cam.world_to_cam)
+    refined, stats = refine_reconstruction(rec, 20)
+    assert stats.size == (48, 48)  # a framed image smaller than the default fit size is not upsampled
+    assert refined is not rec and rec.gaussians is g  # the unrefined reconstruction is kept
+    assert stats.loss_after < stats.loss_before and refined.timings["refine_s"] == stats.seconds
+    assert refine_reconstruction(rec, 0)[0] is rec
