@@ -175,14 +175,22 @@ def build_demo(runner: DemoRunner):
 
 
 def build_viewer(ply_path: str | os.PathLike, work_dir: str | os.PathLike):
-    """A minimal page showing one saved head (its display copy is written under ``work_dir``)."""
+    """A minimal page showing one saved head.
+
+    The page only ever references files under ``work_dir`` (a private copy of the PLY and its display
+    copy), so the server can be told to serve that folder alone: nothing beside the user's PLY is exposed.
+    """
     gr = _gradio()
     path = Path(ply_path)
-    view = write_viewer_copy(path, Path(work_dir) / "view" / "head.ply")
+    work = Path(work_dir)
+    private = work / "download" / path.name
+    private.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, private)
+    view = write_viewer_copy(private, work / "view" / "head.ply")
     with gr.Blocks(title=f"PanoLAM viewer — {path.name}") as page:
         gr.Markdown(f"# {path.name}\nA 3D Gaussian head saved by PanoLAM. Drag to orbit, scroll to zoom.")
         _viewer(gr, value=str(view), label=path.name)
-        gr.File(value=str(path), label="Download", interactive=False)
+        gr.File(value=str(private), label="Download", interactive=False)
     return page
 
 

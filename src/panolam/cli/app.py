@@ -70,7 +70,7 @@ def run_view(args: argparse.Namespace) -> int:
 
     from panolam.app.demo import build_viewer, launch
 
-    work = tempfile.mkdtemp(prefix="panolam-view-")
-    launch(build_viewer(path, work), args.host, args.port, allowed_paths=[str(path.parent), work],
+    work = tempfile.mkdtemp(prefix="panolam-view-")  # private (0700): the only folder the server may serve
+    launch(build_viewer(path, work), args.host, args.port, allowed_paths=[work],
            on_start=lambda url: print(f"viewing {path.name} ({n:,} Gaussians) at {url} (Ctrl+C to stop)", flush=True))
     return 0

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from panolam.geometry.cameras import Cameras
+from panolam.errors import PanoLAMError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
 
 
-class CorruptShardError(ValueError):
+class CorruptShardError(PanoLAMError):
     """A shard (or one of its samples) that cannot be read; the message names the file."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from panolam.gaussians.container import SH_C0, Gaussians
+from panolam.errors import PanoLAMError
 
 PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
               "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -24,7 +25,7 @@ PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "op
 _EPS = 1e-8
 
 
-class PlyFormatError(ValueError):
+class PlyFormatError(PanoLAMError):
     """A PLY file that is not a readable 3DGS splat file."""
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from panolam.errors import PanoLAMError
 from panolam.gaussians.ply import atomic_write_bytes
 
 MIN_SIDE = 64  # smaller photos hold too few pixels on the face to find landmarks or be worth reconstructing
 
 
-class PreprocessError(ValueError):
+class PreprocessError(PanoLAMError):
     """A photo that cannot be turned into a framed head (unreadable, too small, no person …)."""
 
 
