@@ -100,14 +100,15 @@ class Reconstructor:
         return torch.from_numpy(np.ascontiguousarray(framed[..., :3])).permute(2, 0, 1)[None].float().div(255).to(self.device)
 
     @torch.inference_mode()
-    def reconstruct(self, photo: np.ndarray | str | os.PathLike, preprocess: bool = True, size: int = 512) -> Reconstruction:
+    def reconstruct(self, photo: np.ndarray | str | os.PathLike, preprocess: bool = True, size: int = 512,
+                    force: bool = False) -> Reconstruction:
         from panolam.preprocess import frame_photo, load_photo
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         rgb = load_photo(photo) if not isinstance(photo, np.ndarray) else photo
         if preprocess:
-            framed = frame_photo(rgb, size=size).image
+            framed = frame_photo(rgb, size=size, require_face=not force).image  # force: no face is fine
         else:
             framed = _square_resize(rgb, size)
         timings["preprocess_s"] = time.perf_counter() - t0

@@ -31,6 +31,7 @@ VIEWER_HEIGHT = 420
 # at EG3D scale (~0.6 units), so the viewer gets a display copy turned 180° about x and enlarged;
 # the downloadable head.ply stays in the project's world frame.
 VIEWER_SCALE = 2.0
+MAX_UPLOAD = "50mb"  # larger uploads are refused by the server before any decoding
 
 
 @dataclass
@@ -51,6 +52,27 @@ def _gradio():
     import gradio as gr
 
     return gr
+
+
+def photo_input(gr, **kwargs):
+    """``gr.Image`` for the upload that keeps the file as sent (transparency included, so a fully
+    transparent PNG is judged like on the command line) and turns undecodable uploads (not an image,
+    empty, too many pixels) into a message in our words instead of the library's generic error."""
+
+    class PhotoInput(gr.Image):
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception as exc:  # PIL raises many types here; all mean "cannot use this upload"
+                name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "upload").name
+                size = Path(payload.path).stat().st_size if getattr(payload, "path", None) and Path(payload.path).is_file() else None
+                what = "is empty" if size == 0 else ("is too large to decode safely" if "DecompressionBomb" in type(exc).__name__
+                                                      else "is not an image file this app can read")
+                raise gr.Error(f"{name} {what}: upload a JPEG, PNG or WebP photo of a person.") from exc
+
+    return PhotoInput(type="filepath", image_mode=None, **kwargs)
 
 
 def example_photos(folder: Path) -> list[str]:
@@ -102,8 +124,9 @@ class DemoRunner:
 
     def run(self, photo_path: str | None) -> tuple[np.ndarray, str, str | None, str, str]:
         """Upload path -> (framed input, head.ply, turntable.mp4, head.ply for download, timings Markdown)."""
+        from panolam.errors import PanoLAMError
         from panolam.pipeline import write_outputs
-        from panolam.preprocess import PreprocessError, load_photo
+        from panolam.preprocess import load_photo
 
         gr = _gradio()
         if not photo_path:
@@ -112,9 +135,13 @@ class DemoRunner:
         try:
             photo = load_photo(photo_path)
             rec = self.reconstructor.reconstruct(photo, size=self.settings.size)
-        except PreprocessError as e:
+        except PanoLAMError as e:  # our own words, without the server's temporary path
             raise gr.Error(str(e).replace(str(photo_path), Path(photo_path).name)) from e
-        paths = write_outputs(rec, self._new_run_dir(), turntable_frames=self.settings.turntable_frames, size=self.settings.render_size)
+        try:
+            paths = write_outputs(rec, self._new_run_dir(), turntable_frames=self.settings.turntable_frames, size=self.settings.render_size)
+        except OSError as e:
+            raise gr.Error(f"could not write the results under {self.out_root}: {e.strerror or e}; check free disk space "
+                           "and that the folder (panolam app --out) is writable") from e
         rec.timings["total_s"] = time.perf_counter() - t0
         device = str(getattr(self.reconstructor, "device", "cpu"))
         md = _timings_markdown(rec.timings, len(rec.gaussians), device, getattr(rec, "trained", self.trained))
@@ -160,7 +187,7 @@ def build_demo(runner: DemoRunner):
                         "the head will look like a coloured blob, not the person.", elem_id="untrained-note")
         with gr.Row():
             with gr.Column(scale=1):
-                photo = gr.Image(type="filepath", label="Photo", sources=["upload", "clipboard"], height=300, elem_id="photo")
+                photo = photo_input(gr, label="Photo", sources=["upload", "clipboard"], height=300, elem_id="photo")
                 button = gr.Button("Reconstruct", variant="primary", elem_id="run")
                 gr.Examples(examples=[[p] for p in example_photos(runner.out_root / "examples")], inputs=[photo], label="Example (scikit-image astronaut)")
                 framed = gr.Image(label="Network input (framed, background removed)", interactive=False, height=256, elem_id="framed")
@@ -200,7 +227,8 @@ def launch(blocks, host: str = "127.0.0.1", port: int = 7860, allowed_paths: lis
     gr = _gradio()
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     _, url, _ = blocks.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
-                              allowed_paths=allowed_paths, ssr_mode=False, quiet=True, theme=theme, footer_links=[])
+                              allowed_paths=allowed_paths, ssr_mode=False, quiet=True, theme=theme, footer_links=[],
+                              max_file_size=MAX_UPLOAD)
     if on_start is not None:
         on_start(url)
     if block:

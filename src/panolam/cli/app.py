@@ -48,6 +48,10 @@ def run_app(args: argparse.Namespace) -> int:
     if args.turntable_frames < 0 or args.render_size < 32:
         raise UserError("--turntable-frames must be >= 0 and --render-size >= 32")
     from panolam.app.demo import DemoRunner, DemoSettings, build_demo, launch
+    from panolam.errors import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out, "--out")
 
     settings = DemoSettings(checkpoint=args.checkpoint, config=args.config, overrides=tuple(args.overrides), device=args.device,
                             turntable_frames=args.turntable_frames, render_size=args.render_size,

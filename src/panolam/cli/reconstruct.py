@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=512, help="framed input and preview size in pixels (default 512)")
     p.add_argument("--frames", type=int, default=120, help="turntable frames (0 = no turntable; default 120)")
     p.add_argument("--no-preprocess", action="store_true", help="the photo is already framed like the training data")
+    p.add_argument("--force", action="store_true", help="reconstruct even when no face is found (profile, back of the head)")
     p.set_defaults(func=run)
 
 
@@ -34,8 +35,10 @@ def sample_photo() -> tuple[str, "object"]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from panolam.errors import check_output_dir
     from panolam.pipeline import Reconstructor, write_outputs
 
+    check_output_dir(args.out, "-o")  # before the model loads: a bad -o must not cost a whole batch
     inputs = [(Path(p).stem, p) for p in args.photos] or [sample_photo()]
     stems = [s for s, _ in inputs]
     if len(set(stems)) < len(stems):  # photos with the same name from different folders
@@ -50,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
     for stem, photo in bar:
         out_dir = Path(args.out) / stem
         try:
-            result = rec.reconstruct(photo, preprocess=not args.no_preprocess, size=args.size)
-        except ValueError as e:  # unreadable image, no person, too small: report and go on
+            result = rec.reconstruct(photo, preprocess=not args.no_preprocess, size=args.size, force=args.force)
+            paths = write_outputs(result, out_dir, turntable_frames=args.frames, size=args.size)
+        except (ValueError, OSError) as e:  # unreadable image, no head, too small, unwritable output: report and go on
             failures += 1
-            tqdm.write(f"{photo if isinstance(photo, str) else stem}: {e}", file=sys.stderr)
+            msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
+            tqdm.write(f"{photo if isinstance(photo, str) else stem}: {msg}", file=sys.stderr)
             continue
-        paths = write_outputs(result, out_dir, turntable_frames=args.frames, size=args.size)
         t = result.timings
         line = (f"{stem}: {len(result.gaussians)} Gaussians -> {paths['ply']}  "
                 f"(preprocess {t['preprocess_s']:.2f} s, reconstruct {t['reconstruct_s']:.2f} s, "

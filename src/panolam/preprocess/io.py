@@ -60,6 +60,8 @@ def check_photo(arr: np.ndarray, name: str = "photo") -> np.ndarray:
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise PreprocessError(f"{name}: image is {w}x{h} pixels; need at least {MIN_SIDE} pixels on each side")
+    if arr.shape[-1] == 4 and arr[..., 3].max() == 0:
+        raise PreprocessError(f"{name}: the image is fully transparent (nothing to reconstruct); use a photo with the person visible")
     if arr.shape[-1] == 4 and arr[..., 3].min() == 255:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr)

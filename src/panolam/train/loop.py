@@ -161,12 +161,18 @@ def build_st_renderer(cfg: PanoLAMConfig) -> TriplaneRenderer | None:
     t = cfg.train
     if not t.st_decoder:
         return None
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(t.st_decoder)
     if not path.is_file():
         raise FileNotFoundError(f"train.st_decoder: no decoder file at {path} (write one with `panolam teacher fit`)")
-    return renderer_from_state(load_file(str(path)), box_warp=cfg.model.box_warp, ray_start=t.st_ray_start, ray_end=t.st_ray_end,
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # a pickle (.pt) or a damaged file
+        raise PanoLAMError(f"train.st_decoder={path}: not a readable safetensors file ({exc}); pickled .pt/.pth decoders are "
+                           "refused for safety, write one with `panolam teacher fit`") from exc
+    return renderer_from_state(state, box_warp=cfg.model.box_warp, ray_start=t.st_ray_start, ray_end=t.st_ray_end,
                                samples_coarse=t.st_samples_coarse, samples_fine=t.st_samples_fine, background=cfg.data.background)
 
 

@@ -1,0 +1,237 @@
+"""The local web demo: upload a photo, get a 3D Gaussian head in an interactive splat viewer.
+
+Two Gradio pages. :func:`build_demo` runs the whole pipeline per request (preprocess -> one
+forward pass -> head.ply + turntable video) and shows the framed input, the head in
+``gr.Model3D`` (which draws 3DGS ``.ply`` files with its bundled gsplat.js), the turntable MP4,
+a download of ``head.ply`` and the timings. :func:`build_viewer` shows any saved ``head.ply``.
+Everything is served from 127.0.0.1 by default: no share links, no analytics, nothing fetched
+from a CDN (Gradio's frontend and fonts are bundled in the wheel).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+# Must be set before gradio is imported: it reads the flag at import time.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import numpy as np  # noqa: E402
+
+KEEP_RUNS = 16  # per-request output folders kept on disk; older ones are deleted
+VIEWER_HEIGHT = 420
+# gr.Model3D draws splats with gsplat.js, which ignores camera_position/clear_color and assumes the
+# INRIA/COLMAP world (y down, starting camera at -z, 5 units away). Our heads are y-up facing +z
+# at EG3D scale (~0.6 units), so the viewer gets a display copy turned 180° about x and enlarged;
+# the downloadable head.ply stays in the project's world frame.
+VIEWER_SCALE = 2.0
+MAX_UPLOAD = "50mb"  # larger uploads are refused by the server before any decoding
+
+
+@dataclass
+class DemoSettings:
+    """What ``panolam app`` passes to the page."""
+
+    checkpoint: str | None = None
+    config: str = "default"
+    overrides: tuple[str, ...] = ()
+    device: str = "auto"
+    turntable_frames: int = 60
+    render_size: int = 256
+    size: int = 512
+    out_root: Path | None = None
+
+
+def _gradio():
+    import gradio as gr
+
+    return gr
+
+
+def photo_input(gr, **kwargs):
+    """``gr.Image`` for the upload that keeps the file as sent (transparency included, so a fully
+    transparent PNG is judged like on the command line) and turns undecodable uploads (not an image,
+    empty, too many pixels) into a message in our words instead of the library's generic error."""
+from gradio.events import Dependency
+
+    class PhotoInput(gr.Image):
+        def preprocess(self, payload):
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception as exc:  # PIL raises many types here; all mean "cannot use this upload"
+                name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "upload").name
+                size = Path(payload.path).stat().st_size if getattr(payload, "path", None) and Path(payload.path).is_file() else None
+                what = "is empty" if size == 0 else ("is too large to decode safely" if "DecompressionBomb" in type(exc).__name__
+                                                      else "is not an image file this app can read")
+                raise gr.Error(f"{name} {what}: upload a JPEG, PNG or WebP photo of a person.") from exc
+
+    return PhotoInput(type="filepath", image_mode=None, **kwargs)
+
+
+def example_photos(folder: Path) -> list[str]:
+    """Example inputs written at start-up from scikit-image's bundled photos (nothing ships in the repo)."""
+    from skimage import data
+
+    from panolam.preprocess import save_png
+
+    path = folder / "astronaut.png"
+    if not path.exists():
+        save_png(data.astronaut(), path)
+    return [str(path)]
+
+
+def _timings_markdown(timings: dict[str, float], n_gaussians: int, device: str, trained: bool) -> str:
+    rows = [("preprocess (face, framing, matting)", "preprocess_s"), ("reconstruct (one forward pass)", "reconstruct_s"),
+            ("render preview views", "render_views_s"), ("render turntable", "render_turntable_s")]
+    lines = ["| step | seconds |", "| --- | ---: |"]
+    lines += [f"| {label} | {timings[key]:.2f} |" for label, key in rows if key in timings]
+    lines.append(f"| **total** | **{timings.get('total_s', sum(timings.get(k, 0.0) for _, k in rows)):.2f}** |")
+    model = "trained checkpoint" if trained else "**untrained weights** (no checkpoint yet: expect a blob)"
+    return "\n".join(lines) + f"\n\n{n_gaussians:,} Gaussians on {device}; model: {model}."
+
+
+class DemoRunner:
+    """Holds one :class:`~panolam.pipeline.Reconstructor` and turns uploads into output folders."""
+
+    def __init__(self, settings: DemoSettings, reconstructor: Any | None = None):
+        self.settings = settings
+        self.out_root = Path(settings.out_root or tempfile.mkdtemp(prefix="panolam-app-"))
+        self.out_root.mkdir(parents=True, exist_ok=True)
+        if reconstructor is None:
+            from panolam.pipeline import Reconstructor
+
+            reconstructor = Reconstructor(settings.checkpoint, settings.config, settings.overrides, settings.device)
+        self.reconstructor = reconstructor
+
+    @property
+    def trained(self) -> bool:
+        return bool(getattr(self.reconstructor, "trained", False))
+
+    def _new_run_dir(self) -> Path:
+        runs = sorted((p for p in self.out_root.glob("run-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in runs[: max(0, len(runs) - KEEP_RUNS + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+        path = self.out_root / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        path.mkdir()
+        return path
+
+    def run(self, photo_path: str | None) -> tuple[np.ndarray, str, str | None, str, str]:
+        """Upload path -> (framed input, head.ply, turntable.mp4, head.ply for download, timings Markdown)."""
+        from panolam.errors import PanoLAMError
+        from panolam.pipeline import write_outputs
+        from panolam.preprocess import load_photo
+
+        gr = _gradio()
+        if not photo_path:
+            raise gr.Error("Upload a photo first (or click the example below).")
+        t0 = time.perf_counter()
+        try:
+            photo = load_photo(photo_path)
+            rec = self.reconstructor.reconstruct(photo, size=self.settings.size)
+        except PanoLAMError as e:  # our own words, without the server's temporary path
+            raise gr.Error(str(e).replace(str(photo_path), Path(photo_path).name)) from e
+        try:
+            paths = write_outputs(rec, self._new_run_dir(), turntable_frames=self.settings.turntable_frames, size=self.settings.render_size)
+        except OSError as e:
+            raise gr.Error(f"could not write the results under {self.out_root}: {e.strerror or e}; check free disk space "
+                           "and that the folder (panolam app --out) is writable") from e
+        rec.timings["total_s"] = time.perf_counter() - t0
+        device = str(getattr(self.reconstructor, "device", "cpu"))
+        md = _timings_markdown(rec.timings, len(rec.gaussians), device, getattr(rec, "trained", self.trained))
+        view = write_viewer_copy(paths["ply"], paths["ply"].parent / "view" / "head.ply")
+        return rec.framed, str(view), str(paths["mp4"]) if "mp4" in paths else None, str(paths["ply"]), md
+
+
+def to_viewer_frame(g):
+    """Gaussians in our y-up, face-to-+z world -> gsplat.js's y-down, face-to-−z world (×VIEWER_SCALE)."""
+    import torch
+
+    from panolam.gaussians import Gaussians
+
+    flip = torch.tensor([1.0, -1.0, -1.0], dtype=g.means.dtype)
+    w, x, y, z = g.quats.unbind(-1)
+    # q' = q_x180 ⊗ q with q_x180 = (0, 1, 0, 0): the Gaussians' axes turn with the positions.
+    quats = torch.stack([-x, w, -z, y], dim=-1)
+    return Gaussians(g.means * flip * VIEWER_SCALE, quats, g.scales * VIEWER_SCALE, g.opacities, g.colors)
+
+
+def write_viewer_copy(ply_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Write the display copy of ``ply_path`` that gr.Model3D shows upright and facing the viewer."""
+    from panolam.gaussians.ply import load_ply, save_ply
+
+    save_ply(to_viewer_frame(load_ply(ply_path)), out_path)
+    return Path(out_path)
+
+
+def _viewer(gr, value: str | None = None, label: str = "3D head (drag to orbit, scroll to zoom)"):
+    return gr.Model3D(value=value, label=label, height=VIEWER_HEIGHT, elem_id="head-viewer")
+
+
+def build_demo(runner: DemoRunner):
+    """The reconstruction page."""
+    gr = _gradio()
+    with gr.Blocks(title="PanoLAM — photo to 3D Gaussian head") as demo:
+        gr.Markdown("# PanoLAM: one photo → a 3D Gaussian full head\n"
+                    "Upload a portrait (any size, any orientation). The photo is framed like the training data, its "
+                    "background removed, and one forward pass predicts a 3D Gaussian head you can orbit below.")
+        if not runner.trained:
+            gr.Markdown("> **Untrained weights.** No trained checkpoint was found (`--checkpoint`, `$PANOLAM_CHECKPOINT` "
+                        "or the shipped model), so the network is randomly initialised: the page works end to end but "
+                        "the head will look like a coloured blob, not the person.", elem_id="untrained-note")
+        with gr.Row():
+            with gr.Column(scale=1):
+                photo = photo_input(gr, label="Photo", sources=["upload", "clipboard"], height=300, elem_id="photo")
+                button = gr.Button("Reconstruct", variant="primary", elem_id="run")
+                gr.Examples(examples=[[p] for p in example_photos(runner.out_root / "examples")], inputs=[photo], label="Example (scikit-image astronaut)")
+                framed = gr.Image(label="Network input (framed, background removed)", interactive=False, height=256, elem_id="framed")
+            with gr.Column(scale=2):
+                viewer = _viewer(gr)
+                video = gr.Video(label="Turntable", interactive=False, autoplay=True, loop=True, height=256, elem_id="turntable")
+                with gr.Row():
+                    download = gr.File(label="Download head.ply (INRIA 3DGS)", interactive=False, elem_id="download")
+                    timings = gr.Markdown(elem_id="timings")
+        button.click(runner.run, inputs=[photo], outputs=[framed, viewer, video, download, timings], api_name="reconstruct")
+    return demo
+
+
+def build_viewer(ply_path: str | os.PathLike, work_dir: str | os.PathLike):
+    """A minimal page showing one saved head.
+
+    The page only ever references files under ``work_dir`` (a private copy of the PLY and its display
+    copy), so the server can be told to serve that folder alone: nothing beside the user's PLY is exposed.
+    """
+    gr = _gradio()
+    path = Path(ply_path)
+    work = Path(work_dir)
+    private = work / "download" / path.name
+    private.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, private)
+    view = write_viewer_copy(private, work / "view" / "head.ply")
+    with gr.Blocks(title=f"PanoLAM viewer — {path.name}") as page:
+        gr.Markdown(f"# {path.name}\nA 3D Gaussian head saved by PanoLAM. Drag to orbit, scroll to zoom.")
+        _viewer(gr, value=str(view), label=path.name)
+        gr.File(value=str(private), label="Download", interactive=False)
+    return page
+
+
+def launch(blocks, host: str = "127.0.0.1", port: int = 7860, allowed_paths: list[str] | None = None,
+           on_start: Callable[[str], None] | None = None, block: bool = True):
+    """Serve ``blocks`` locally (never a public share link); returns the local URL when ``block`` is False."""
+    gr = _gradio()
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    _, url, _ = blocks.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+                              allowed_paths=allowed_paths, ssr_mode=False, quiet=True, theme=theme, footer_links=[],
+                              max_file_size=MAX_UPLOAD)
+    if on_start is not None:
+        on_start(url)
+    if block:
+        blocks.block_thread()
+    return url
