@@ -546,3 +546,48 @@ def test_two_processes_writing_one_label_file_lose_nothing(tmp_path):
         p.join(60)
     assert all(p.exitcode == 0 for p in procs)
     assert len(read_labels(tmp_path)) == 80
+
+
+def test_legacy_state_pt_of_earlier_runs_still_resumes(tmp_path):
+    """Runs started before the pickle-free format keep working: their state.pt (tensors, numbers and
+    numpy's RNG array) loads with weights_only and the numpy allow-list."""
+    import random
+
+    from panolam.train.loop import rng_state
+    from panolam.train.state_io import load_state
+
+    gen = torch.Generator().manual_seed(3)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    random.seed(5)
+    np.random.seed(5)
+    old = {"step": 7, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+           "ranks": {0: {"rng": rng_state(gen), "data": {"epoch": 1, "consumed": 2}}}, "world_size": 1}
+    (tmp_path / "step_00000007").mkdir()
+    torch.save(old, tmp_path / "step_00000007" / "state.pt")
+    got = load_state(tmp_path / "step_00000007")
+    assert got["step"] == 7 and got["ranks"][0]["data"] == {"epoch": 1, "consumed": 2}
+    assert got["ranks"][0]["rng"]["python"] == old["ranks"][0]["rng"]["python"]
+    assert np.array_equal(got["ranks"][0]["rng"]["numpy"][1], old["ranks"][0]["rng"]["numpy"][1])
+    assert torch.equal(got["optimizer"]["state"][0]["exp_avg"], old["optimizer"]["state"][0]["exp_avg"])
+
+
+def test_new_state_round_trips_exactly(tmp_path):
+    import random
+
+    from panolam.train.loop import rng_state
+    from panolam.train.state_io import load_state, save_state
+
+    state = {"step": 3, "ranks": {0: {"rng": rng_state(torch.Generator().manual_seed(1)), "data": {"epoch": 0, "consumed": 4}}},
+             "x": (1.0 / 3.0, float("inf"), None, [True, "s"]), "t": torch.arange(5, dtype=torch.float64) / 7}
+    save_state(state, tmp_path)
+    got = load_state(tmp_path)
+    assert got["x"] == state["x"] and got["step"] == 3 and torch.equal(got["t"], state["t"])
+    r0, g0 = got["ranks"][0]["rng"], state["ranks"][0]["rng"]
+    assert r0["python"] == g0["python"] and torch.equal(r0["torch"], g0["torch"]) and torch.equal(r0["loop"], g0["loop"])
+    assert r0["numpy"][0] == g0["numpy"][0] and np.array_equal(r0["numpy"][1], g0["numpy"][1]) and r0["numpy"][2:] == g0["numpy"][2:]
+    random.setstate(r0["python"])  # restorable as is
+    np.random.set_state(r0["numpy"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from pathlib import Path
 
 from panolam.cli import UserError
 

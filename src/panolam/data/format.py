@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from panolam.geometry.cameras import Cameras
 from panolam.errors import PanoLAMError
+from panolam.geometry.cameras import Cameras
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")

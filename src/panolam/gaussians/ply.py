@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from panolam.gaussians.container import SH_C0, Gaussians
 from panolam.errors import PanoLAMError
+from panolam.gaussians.container import SH_C0, Gaussians
 
 PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
               "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]

@@ -35,9 +35,9 @@ import torch
 
 from panolam.config import PanoLAMConfig, from_dict
 from panolam.config.model import ModelConfig
+from panolam.errors import PanoLAMError
 from panolam.gaussians.ply import staging_dir
 from panolam.model.panolam import PanoLAM
-from panolam.errors import PanoLAMError
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"

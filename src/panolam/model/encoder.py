@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from panolam.config.model import ModelConfig
-from panolam.model.cnn_trunk import BlurPool, Trunk, load_pretrained_trunk, trunk_for
 from panolam.errors import PanoLAMError
+from panolam.model.cnn_trunk import BlurPool, Trunk, load_pretrained_trunk, trunk_for
 
 # ImageNet normalisation. For the "vgg" trunk this equals the LPIPS scaling layer it was trained
 # behind: ((2x - 1) - (2·mean - 1)) / (2·std) = (x - mean) / std.
