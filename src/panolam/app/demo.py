@@ -57,22 +57,29 @@ def _gradio():
 def photo_input(gr, **kwargs):
     """``gr.Image`` for the upload that keeps the file as sent (transparency included, so a fully
     transparent PNG is judged like on the command line) and turns undecodable uploads (not an image,
-    empty, too many pixels) into a message in our words instead of the library's generic error."""
+    empty, too many pixels) into a message in our words instead of the library's generic error.
 
-    class PhotoInput(gr.Image):
-        def preprocess(self, payload):
-            try:
-                return super().preprocess(payload)
-            except gr.Error:
-                raise
-            except Exception as exc:  # PIL raises many types here; all mean "cannot use this upload"
-                name = Path(getattr(payload, "orig_name", None) or getattr(payload, "path", None) or "upload").name
-                size = Path(payload.path).stat().st_size if getattr(payload, "path", None) and Path(payload.path).is_file() else None
-                what = "is empty" if size == 0 else ("is too large to decode safely" if "DecompressionBomb" in type(exc).__name__
-                                                      else "is not an image file this app can read")
-                raise gr.Error(f"{name} {what}: upload a JPEG, PNG or WebP photo of a person.") from exc
+    The component's ``preprocess`` is wrapped on the instance: subclassing a Gradio component would
+    make Gradio write a ``.pyi`` stub next to this module at import time.
+    """
+    comp = gr.Image(type="filepath", image_mode=None, **kwargs)
+    original = comp.preprocess
 
-    return PhotoInput(type="filepath", image_mode=None, **kwargs)
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:  # PIL raises many types here; all mean "cannot use this upload"
+            path = getattr(payload, "path", None)
+            name = Path(getattr(payload, "orig_name", None) or path or "upload").name
+            empty = bool(path) and Path(path).is_file() and Path(path).stat().st_size == 0
+            what = "is empty" if empty else ("is too large to decode safely" if "DecompressionBomb" in type(exc).__name__
+                                             else "is not an image file this app can read")
+            raise gr.Error(f"{name} {what}: upload a JPEG, PNG or WebP photo of a person.") from exc
+
+    comp.preprocess = preprocess
+    return comp
 
 
 def example_photos(folder: Path) -> list[str]:
