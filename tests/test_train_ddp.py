@@ -43,7 +43,9 @@ def test_two_process_gloo_ranks_agree(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    state = torch.load(out / "checkpoints" / "step_00000003" / "state.pt", weights_only=False)
+    from panolam.train.state_io import load_state
+
+    state = load_state(out / "checkpoints" / "step_00000003")
     assert state["world_size"] == 2 and set(state["ranks"]) == {0, 1}
     # each rank streamed its own share: 3 samples each
     assert all(state["ranks"][r]["data"]["consumed"] + 2 * state["ranks"][r]["data"]["epoch"] >= 1 for r in (0, 1))

@@ -15,6 +15,7 @@ from _train_fixtures import make_tiny_dataset  # noqa: E402
 
 from panolam.config import get_config  # noqa: E402
 from panolam.train import loop  # noqa: E402
+from panolam.train.state_io import load_state  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_resume_reproduces_uninterrupted_run(dataset, tmp_path):
     # and training changed the weights
     init = _weights(straight, 2)
     assert any(not torch.equal(a[k], init[k]) for k in a)
-    state = torch.load(straight / "checkpoints" / "step_00000004" / "state.pt", weights_only=False)
+    state = load_state(straight / "checkpoints" / "step_00000004")
     assert state["step"] == 4 and set(state["ranks"][0]) == {"rng", "data"} and "loop" in state["ranks"][0]["rng"]
     assert list((straight / "logs").glob("events.out.tfevents.*"))
 

@@ -107,7 +107,8 @@ class Reconstructor:
         return torch.from_numpy(np.ascontiguousarray(framed[..., :3])).permute(2, 0, 1)[None].float().div(255).to(self.device)
 
     @torch.inference_mode()
-    def reconstruct(self, photo: np.ndarray | str | os.PathLike, preprocess: bool = True, size: int = 512) -> Reconstruction:
+    def reconstruct(self, photo: np.ndarray | str | os.PathLike, preprocess: bool = True, size: int = 512,
+                    force: bool = False) -> Reconstruction:
         from panolam.preprocess import frame_photo, load_photo
 
         timings: dict[str, float] = {}
@@ -115,7 +116,7 @@ class Reconstructor:
         rgb = load_photo(photo) if not isinstance(photo, np.ndarray) else photo
         alpha = None
         if preprocess:
-            result = frame_photo(rgb, size=size)
+            result = frame_photo(rgb, size=size, require_face=not force)  # force: no face is fine
             framed, alpha = result.image, result.alpha
         else:
             framed, alpha = _square_resize(rgb, size)

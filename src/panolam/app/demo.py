@@ -32,6 +32,7 @@ VIEWER_HEIGHT = 420
 # the downloadable head.ply stays in the project's world frame.
 VIEWER_SCALE = 2.0
 MAX_REFINE_STEPS = 100
+MAX_UPLOAD = "50mb"  # larger uploads are refused by the server before any decoding
 
 
 @dataclass
@@ -53,6 +54,34 @@ def _gradio():
     import gradio as gr
 
     return gr
+
+
+def photo_input(gr, **kwargs):
+    """``gr.Image`` for the upload that keeps the file as sent (transparency included, so a fully
+    transparent PNG is judged like on the command line) and turns undecodable uploads (not an image,
+    empty, too many pixels) into a message in our words instead of the library's generic error.
+
+    The component's ``preprocess`` is wrapped on the instance: subclassing a Gradio component would
+    make Gradio write a ``.pyi`` stub next to this module at import time.
+    """
+    comp = gr.Image(type="filepath", image_mode=None, **kwargs)
+    original = comp.preprocess
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:  # PIL raises many types here; all mean "cannot use this upload"
+            path = getattr(payload, "path", None)
+            name = Path(getattr(payload, "orig_name", None) or path or "upload").name
+            empty = bool(path) and Path(path).is_file() and Path(path).stat().st_size == 0
+            what = "is empty" if empty else ("is too large to decode safely" if "DecompressionBomb" in type(exc).__name__
+                                             else "is not an image file this app can read")
+            raise gr.Error(f"{name} {what}: upload a JPEG, PNG or WebP photo of a person.") from exc
+
+    comp.preprocess = preprocess
+    return comp
 
 
 def example_photos(folder: Path) -> list[str]:
@@ -108,8 +137,9 @@ class DemoRunner:
         """Upload path (+ refinement steps, default the settings') -> (framed input, viewer copy of head.ply,
         turntable.mp4 or None, head.ply, timings Markdown), yielded twice: as soon as head.ply exists (no
         video yet), then with the turntable."""
+        from panolam.errors import PanoLAMError
         from panolam.pipeline import refine_reconstruction, write_head, write_previews, write_timings
-        from panolam.preprocess import PreprocessError, load_photo
+        from panolam.preprocess import load_photo
 
         gr = _gradio()
         if not photo_path:
@@ -118,13 +148,17 @@ class DemoRunner:
         try:
             photo = load_photo(photo_path)
             rec = self.reconstructor.reconstruct(photo, size=self.settings.size)
-        except PreprocessError as e:
+        except PanoLAMError as e:  # our own words, without the server's temporary path
             raise gr.Error(str(e).replace(str(photo_path), Path(photo_path).name)) from e
         steps = self.settings.refine_steps if refine_steps is None else int(refine_steps)
         rec, _ = refine_reconstruction(rec, max(0, steps))
         run_dir = self._new_run_dir()
-        paths = write_head(rec, run_dir)
-        view = str(write_viewer_copy(paths["ply"], run_dir / "view" / "head.ply"))
+        try:
+            paths = write_head(rec, run_dir)
+            view = str(write_viewer_copy(paths["ply"], run_dir / "view" / "head.ply"))
+        except OSError as e:
+            raise gr.Error(f"could not write the results under {self.out_root}: {e.strerror or e}; check free disk space "
+                           "and that the folder (panolam app --out) is writable") from e
         rec.timings["head_ready_s"] = time.perf_counter() - t0
         device = str(getattr(self.reconstructor, "device", "cpu"))
         trained = getattr(rec, "trained", self.trained)
@@ -182,7 +216,7 @@ def build_demo(runner: DemoRunner):
                         "the head will look like a coloured blob, not the person.", elem_id="untrained-note")
         with gr.Row():
             with gr.Column(scale=1):
-                photo = gr.Image(type="filepath", label="Photo", sources=["upload", "clipboard"], height=300, elem_id="photo")
+                photo = photo_input(gr, label="Photo", sources=["upload", "clipboard"], height=300, elem_id="photo")
                 refine = gr.Slider(0, MAX_REFINE_STEPS, value=runner.settings.refine_steps, step=1, elem_id="refine",
                                    label="Refinement steps (0 = off): fit the visible side to the photo, ~0.1 s per step")
                 button = gr.Button("Reconstruct", variant="primary", elem_id="run")
@@ -204,14 +238,22 @@ def build_demo(runner: DemoRunner):
 
 
 def build_viewer(ply_path: str | os.PathLike, work_dir: str | os.PathLike):
-    """A minimal page showing one saved head (its display copy is written under ``work_dir``)."""
+    """A minimal page showing one saved head.
+
+    The page only ever references files under ``work_dir`` (a private copy of the PLY and its display
+    copy), so the server can be told to serve that folder alone: nothing beside the user's PLY is exposed.
+    """
     gr = _gradio()
     path = Path(ply_path)
-    view = write_viewer_copy(path, Path(work_dir) / "view" / "head.ply")
+    work = Path(work_dir)
+    private = work / "download" / path.name
+    private.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, private)
+    view = write_viewer_copy(private, work / "view" / "head.ply")
     with gr.Blocks(title=f"PanoLAM viewer — {path.name}") as page:
         gr.Markdown(f"# {path.name}\nA 3D Gaussian head saved by PanoLAM. Drag to orbit, scroll to zoom.")
         _viewer(gr, value=str(view), label=path.name)
-        gr.File(value=str(path), label="Download", interactive=False)
+        gr.File(value=str(private), label="Download", interactive=False)
     return page
 
 
@@ -221,7 +263,8 @@ def launch(blocks, host: str = "127.0.0.1", port: int = 7860, allowed_paths: lis
     gr = _gradio()
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     _, url, _ = blocks.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
-                              allowed_paths=allowed_paths, ssr_mode=False, quiet=True, theme=theme, footer_links=[])
+                              allowed_paths=allowed_paths, ssr_mode=False, quiet=True, theme=theme, footer_links=[],
+                              max_file_size=MAX_UPLOAD)
     if on_start is not None:
         on_start(url)
     if block:

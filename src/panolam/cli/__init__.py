@@ -11,9 +11,10 @@ import pkgutil
 import sys
 
 from panolam import __version__
+from panolam.errors import PanoLAMError
 
 
-class UserError(Exception):
+class UserError(PanoLAMError):
     """An error caused by input the user can fix; printed without a traceback."""
 
 
@@ -37,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as e:
+    except (PanoLAMError, FileNotFoundError, ValueError) as e:
         # Errors about the user's input get one clear line; set PANOLAM_DEBUG=1 for the traceback.
         import os
 
         if os.environ.get("PANOLAM_DEBUG"):
             raise
-        print(f"panolam {args.command}: error: {e}", file=sys.stderr)
+        text = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
+        print(f"panolam {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

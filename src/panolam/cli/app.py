@@ -51,6 +51,10 @@ def run_app(args: argparse.Namespace) -> int:
     if args.refine < 0:
         raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
     from panolam.app.demo import DemoRunner, DemoSettings, build_demo, launch
+    from panolam.errors import check_output_dir
+
+    if args.out:
+        check_output_dir(args.out, "--out")
 
     settings = DemoSettings(checkpoint=args.checkpoint, config=args.config, overrides=tuple(args.overrides), device=args.device,
                             turntable_frames=args.turntable_frames, render_size=args.render_size,
@@ -73,7 +77,7 @@ def run_view(args: argparse.Namespace) -> int:
 
     from panolam.app.demo import build_viewer, launch
 
-    work = tempfile.mkdtemp(prefix="panolam-view-")
-    launch(build_viewer(path, work), args.host, args.port, allowed_paths=[str(path.parent), work],
+    work = tempfile.mkdtemp(prefix="panolam-view-")  # private (0700): the only folder the server may serve
+    launch(build_viewer(path, work), args.host, args.port, allowed_paths=[work],
            on_start=lambda url: print(f"viewing {path.name} ({n:,} Gaussians) at {url} (Ctrl+C to stop)", flush=True))
     return 0

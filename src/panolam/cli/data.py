@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = dsub.add_parser("info", help="print counts, splits and labels of a dataset")
     info.add_argument("root", help="dataset directory")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--verify", action="store_true", help="read every sample of every shard (slow) instead of only checking each tar's end")
     info.set_defaults(func=run_info)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
@@ -87,6 +88,9 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.subjects < 0 or args.test_subjects < 0:
         raise UserError("--subjects and --test-subjects must be >= 0")
     i, n = _parse_shard(args.shard)
+    from panolam.errors import check_output_dir
+
+    check_output_dir(args.out, "--out")
     settings = SynthSettings(camera_set=args.camera_set, views=args.views, size=args.size, seed=args.seed, subjects_per_shard=args.subjects_per_shard)
     result = generate_dataset(args.out, get_generator(args.generator), settings, args.subjects, args.test_subjects, i, n, progress=not args.no_progress)
     print(f"{args.out}: wrote {result['written']} subjects, {result['skipped']} already done (shard group {i}/{n})")
@@ -132,10 +136,20 @@ def run_label(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    import sys
+
     from panolam.data.labels import read_labels
     from panolam.data.manifest import load_manifest
+    from panolam.data.shards import tar_end_looks_complete, verify_shard
 
     m = load_manifest(args.root)
+    damaged = []
+    for shard in m.shards:
+        path = m.shard_path(shard)
+        problem = verify_shard(path, shard.subjects) if args.verify else (
+            None if tar_end_looks_complete(path) else f"{path}: truncated (the tar does not end where a finished shard ends)")
+        if problem:
+            damaged.append(problem)
     labels = read_labels(args.root)
     counts = m.counts()
     label_counts = {split: {"accepted": 0, "rejected": 0, "unlabelled": 0} for split in counts}
@@ -145,12 +159,17 @@ def run_info(args: argparse.Namespace) -> int:
             label_counts[split][key] += 1
     h = m.header
     if args.json:
-        print(json.dumps({"header": h, "counts": counts, "labels": label_counts, "shards": len(m.shards)}, indent=1))
-        return 0
+        print(json.dumps({"header": h, "counts": counts, "labels": label_counts, "shards": len(m.shards) - len(damaged),
+                          "damaged": damaged, "verified": bool(args.verify)}, indent=1))
+        return 1 if damaged else 0
     print(f"{m.root}: format v{h['format_version']}, generator {h['generator']}, camera set {h['camera_set']}, "
-          f"{h['views']} views at {h['size']}x{h['size']}, {len(m.shards)} complete shards")
+          f"{h['views']} views at {h['size']}x{h['size']}, {len(m.shards) - len(damaged)} complete shards"
+          + (" (every sample read)" if args.verify else ""))
     for split, c in counts.items():
         lc = label_counts[split]
         planned = h.get("planned", {}).get(split, c)
         print(f"  {split}: {c}/{planned} subjects, {lc['accepted']} accepted, {lc['rejected']} rejected, {lc['unlabelled']} unlabelled")
-    return 0
+    for problem in damaged:
+        print(f"damaged shard: {problem}; delete it and its .json record and rerun `panolam data synth` with the same settings",
+              file=sys.stderr)
+    return 1 if damaged else 0

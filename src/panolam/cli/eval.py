@@ -47,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--data {args.data}: no dataset there (no manifest.json)")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
+    from panolam.errors import check_output_dir
+
+    if args.lpips_weights is not None:  # read (and refuse a pickle) before any subject is reconstructed
+        from panolam.eval.metrics import _perceptual
+
+        _perceptual("cpu", args.lpips_weights)
+
+    out = check_output_dir(Path(args.out) if args.out else (Path(args.checkpoint) / "eval" if args.checkpoint else Path("eval")), "--out")
     common = dict(split=args.split, limit=args.limit, size=args.size, gt=args.gt, lpips_weights=args.lpips_weights,
                   progress=not args.no_progress)
     reports = []
@@ -58,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
 
         bg = load_manifest(args.data).header.get("background", [1.0, 1.0, 1.0])
         reports.append(evaluate(template_baseline(background=bg), args.data, label="Template (mean colour)", **common))
-    out = Path(args.out) if args.out else (Path(args.checkpoint) / "eval" if args.checkpoint else Path("eval"))
     paths = write_report(reports[0], out, extra=reports[1:])
     for r in reports:
         m = r.mean()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from pathlib import Path
 
 from panolam.cli import UserError
 
@@ -32,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from panolam.preprocess import PreprocessError, frame_photo, load_photo, save_png
     from panolam.preprocess.framing import MultipleFacesWarning
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"-o {out}: exists and is not a folder")
+    from panolam.errors import check_output_dir
+
+    out = check_output_dir(args.out, "-o")
     try:
         photo = load_photo(args.photo)
         with warnings.catch_warnings(record=True) as caught:

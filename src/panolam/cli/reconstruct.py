@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine", type=int, default=0, metavar="N",
                    help="test-time refinement: N Adam steps fitting the visible Gaussians to the photo (0 = off, the default; "
                         "~0.1 s per step on one CPU core; the unseen side keeps the network's prediction)")
+    p.add_argument("--force", action="store_true", help="reconstruct even when no face is found (profile, back of the head)")
     p.set_defaults(func=run)
 
 
@@ -75,7 +76,7 @@ def reconstruct_one(rec, stem: str, photo, out_dir: Path, args: argparse.Namespa
     """One photo -> its files: the head first (printed as soon as it exists), then the previews. Returns the timings."""
     from panolam.pipeline import refine_reconstruction, write_head, write_previews, write_timings
 
-    result = rec.reconstruct(photo, preprocess=not args.no_preprocess, size=args.size)
+    result = rec.reconstruct(photo, preprocess=not args.no_preprocess, size=args.size, force=args.force)
     result, refined = refine_reconstruction(result, args.refine)
     paths = write_head(result, out_dir, mesh=not args.no_mesh)
     t = result.timings
@@ -97,11 +98,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from panolam.cli import UserError
+    from panolam.errors import check_output_dir
 
     if args.frames < 0 or args.preview_size < 8 or args.fps < 1:
         raise UserError("--frames must be >= 0, --preview-size >= 8 and --fps >= 1")
     if args.refine < 0:
         raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
+    check_output_dir(args.out, "-o")  # before the model loads: a bad -o must not cost a whole batch
     inputs = named_inputs(args.photos)
     rec = load_reconstructor(args)
     failures = 0
@@ -109,9 +112,10 @@ def run(args: argparse.Namespace) -> int:
     for stem, photo in bar:
         try:
             reconstruct_one(rec, stem, photo, Path(args.out) / stem, args, echo=tqdm.write)
-        except ValueError as e:  # unreadable image, no person, too small: report and go on
+        except (ValueError, OSError) as e:  # unreadable image, no head, too small, unwritable output: report and go on
             failures += 1
-            tqdm.write(f"{photo if isinstance(photo, str) else stem}: {e}", file=sys.stderr)
+            msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename else str(e)
+            tqdm.write(f"{photo if isinstance(photo, str) else stem}: {msg}", file=sys.stderr)
     if not rec.trained:
         print("note: weights are untrained; see README 'Default model'", file=sys.stderr)
     return 1 if failures else 0

@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in NAMED_VIEWS_YAW]
     if unknown:
         raise UserError(f"unknown view(s) {unknown}; choose from {sorted(NAMED_VIEWS_YAW)} or use --yaw")
-    out = Path(args.out) if args.out else Path(args.ply).parent
+    from panolam.errors import check_output_dir
+
+    out = check_output_dir(Path(args.out) if args.out else Path(args.ply).parent, "-o")
     t0 = time.perf_counter()
     written = []
     if names:

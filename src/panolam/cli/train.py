@@ -36,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     data = args.data or cfg.data.root
     if not Path(data).is_dir():
         raise UserError(f"--data {data}: no dataset there (make one with `panolam data synth`)")
+    from panolam.errors import check_output_dir
+
+    check_output_dir(args.out or cfg.train.out_dir, "--out")
     terms = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
     if terms:
         print("last step: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(terms.items())))

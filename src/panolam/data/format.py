@@ -26,13 +26,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from panolam.errors import PanoLAMError
 from panolam.geometry.cameras import Cameras
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "test")
 
 
-class CorruptShardError(ValueError):
+class CorruptShardError(PanoLAMError):
     """A shard (or one of its samples) that cannot be read; the message names the file."""
 
 

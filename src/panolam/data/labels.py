@@ -2,18 +2,21 @@
 
 ``labels/<labeller>.json`` holds ``{"labeller": name, "decisions": {subject: {"decision":
 "accept"|"reject"|"clear", "time": unix seconds}}}``. Each labeller writes only their own file
-(atomically, on every change), so people labelling different shards never clobber each other;
+(atomically, on every change, holding an exclusive ``fcntl`` lock on ``labels/.<labeller>.lock`` for the
+read-modify-write, so two processes or tabs writing the same labeller's file never lose a decision),
+so people labelling different shards never clobber each other;
 :func:`read_labels` merges all files and the latest decision per subject wins by timestamp
 ("clear" withdraws an earlier decision). The loader drops subjects whose merged decision is reject.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from panolam.gaussians.ply import atomic_write_bytes
 
@@ -43,9 +46,24 @@ def set_label(root: str | Path, labeller: str, subject: str, decision: str, when
     if decision not in DECISIONS:
         raise ValueError(f"decision {decision!r} must be one of {', '.join(DECISIONS)}")
     path = label_file(Path(root), labeller)
-    d = _load(path) if path.is_file() else {"labeller": labeller, "decisions": {}}
-    d["decisions"][subject] = {"decision": decision, "time": time.time() if when is None else when}
-    atomic_write_bytes(path, json.dumps(d, indent=1, sort_keys=True).encode())
+    with _locked(path):
+        d = _load(path) if path.is_file() else {"labeller": labeller, "decisions": {}}
+        d["decisions"][subject] = {"decision": decision, "time": time.time() if when is None else when}
+        atomic_write_bytes(path, json.dumps(d, indent=1, sort_keys=True).encode())
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock for one labeller's file (the file itself is replaced on write, so lock a sibling)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.stem}.lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def read_labels(root: str | Path) -> dict[str, str]:

@@ -92,3 +92,31 @@ def iter_raw_samples(path: str | Path) -> Iterator[dict[str, bytes]]:
         raise CorruptShardError(f"{path}: corrupt or truncated shard ({e}); delete it and its .json record and rerun generation to rebuild it") from e
     if current is not None:
         yield current
+
+
+def tar_end_looks_complete(path: str | Path) -> bool:
+    """Cheap check (no decoding): a finished tar is whole 512-byte blocks ending in two zero blocks."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size < 1024 or size % 512:
+            return False
+        with open(path, "rb") as f:
+            f.seek(size - 1024)
+            return f.read(1024) == bytes(1024)
+    except OSError:
+        return False
+
+
+def verify_shard(path: str | Path, subjects: list[str]) -> str | None:
+    """Read every member of the shard; None when it holds exactly ``subjects`` intact, else the problem."""
+    path = Path(path)
+    if not tar_end_looks_complete(path):
+        return f"{path}: truncated (the tar does not end where a finished shard ends)"
+    try:
+        keys = [sample["__key__"] for sample in iter_raw_samples(path)]
+    except (CorruptShardError, FileNotFoundError) as e:
+        return str(e)
+    if keys != list(subjects):
+        return f"{path}: holds {len(keys)} samples, its record lists {len(subjects)} ({', '.join(sorted(set(subjects) - set(keys))[:5]) or 'different names'} missing)"
+    return None

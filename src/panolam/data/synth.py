@@ -26,6 +26,7 @@ from panolam.data.format import SPLITS, SubjectRecord
 from panolam.data.generators import Generator
 from panolam.data.manifest import ShardInfo, completed_shards, init_manifest, refresh_manifest, shard_name, write_shard_record
 from panolam.data.shards import write_shard
+from panolam.errors import PanoLAMError
 
 TEST_SEED_OFFSET = 1_000_000_000
 
@@ -33,7 +34,7 @@ TEST_SEED_OFFSET = 1_000_000_000
 def subject_seed(split: str, index: int, base_seed: int = 0) -> int:
     seed = base_seed + index
     if seed >= TEST_SEED_OFFSET or seed < 0:
-        raise ValueError(f"training seeds must lie in [0, {TEST_SEED_OFFSET}); got seed {base_seed} + subject {index}")
+        raise PanoLAMError(f"training seeds must lie in [0, {TEST_SEED_OFFSET}); got seed {base_seed} + subject {index}")
     return seed if split == "train" else TEST_SEED_OFFSET + seed
 
 
@@ -84,7 +85,7 @@ def plan_shards(n_train: int, n_test: int, per_shard: int) -> list[ShardPlan]:
 
 def my_shards(plans: Sequence[ShardPlan], shard_index: int = 0, num_shards: int = 1) -> list[ShardPlan]:
     if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard {shard_index}/{num_shards}: need 0 <= i < n")
+        raise PanoLAMError(f"--shard {shard_index}/{num_shards}: need 0 <= i < n")
     return [p for j, p in enumerate(plans) if j % num_shards == shard_index]
 
 
@@ -113,6 +114,14 @@ def generate_dataset(root: str | Path, generator: Generator, settings: SynthSett
                      shard_index: int = 0, num_shards: int = 1, progress: bool = True) -> dict[str, int]:
     """Write (or resume) this process's shards; returns counts of subjects written and skipped."""
     root = Path(root)
+    # Check every argument before anything is written: a bad run must leave nothing that blocks the corrected one.
+    if n_train < 0 or n_test < 0:
+        raise PanoLAMError(f"subject counts must be >= 0 (got {n_train} train, {n_test} test)")
+    my_shards([], shard_index, num_shards)
+    sample_cameras(settings.camera_set, settings.views, torch.Generator().manual_seed(0))  # e.g. too few views for the set
+    for split, n in (("train", n_train), ("test", n_test)):
+        for i in {0, n - 1} if n else ():
+            subject_seed(split, i, settings.seed)
     header = {"generator": generator.id, "camera_set": settings.camera_set, "views": settings.views, "size": settings.size,
               "background": list(settings.background), "seed": settings.seed, "subjects_per_shard": settings.subjects_per_shard,
               "test_seed_offset": TEST_SEED_OFFSET, "planned": {"train": n_train, "test": n_test}}

@@ -4,17 +4,22 @@ PLY: binary little-endian, one ``vertex`` element with float fields x y z nx ny 
 opacity scale_0..2 rot_0..3 — opacity as logit, scale as log, rotation wxyz (unnormalised is
 allowed on read), colour as SH DC: f_dc = (rgb - 0.5) / C0. Positions are absolute. Files with
 extra properties (f_rest_*, other writers' fields) load; the extras are ignored. Writes are atomic.
+Loading validates: a vertex count that is negative or zero is an error, rows with a non-finite value
+(or a zero rotation) are dropped with a :class:`PlyWarning` saying how many, and a file with nothing
+left is an error; every error names the file.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from panolam.errors import PanoLAMError
 from panolam.gaussians.container import SH_C0, Gaussians
 
 PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
@@ -24,8 +29,12 @@ PLY_FIELDS = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "op
 _EPS = 1e-8
 
 
-class PlyFormatError(ValueError):
+class PlyFormatError(PanoLAMError):
     """A PLY file that is not a readable 3DGS splat file."""
+
+
+class PlyWarning(UserWarning):
+    """A PLY that loaded, but only after dropping unusable (non-finite) Gaussians."""
 
 
 def _umask() -> int:
@@ -101,7 +110,12 @@ def _parse_header(raw: bytes, path: Path) -> tuple[int, list[tuple[str, str]], i
         elif parts[0] == "element":
             in_vertex = parts[1] == "vertex"
             if in_vertex:
-                count = int(parts[2])
+                try:
+                    count = int(parts[2])
+                except (IndexError, ValueError):
+                    raise PlyFormatError(f"{path}: bad vertex count in header line {line!r}") from None
+                if count < 0:
+                    raise PlyFormatError(f"{path}: header says {count} vertices; a vertex count cannot be negative (damaged file?)")
             elif count is None:
                 raise PlyFormatError(f"{path}: element {parts[1]!r} before 'vertex' is not supported")
         elif parts[0] == "property" and in_vertex:
@@ -137,11 +151,22 @@ def load_ply(path: str | Path, dtype: torch.dtype = torch.float32) -> Gaussians:
     missing = [n for n in PLY_FIELDS if n not in layout.names and n not in ("nx", "ny", "nz")]
     if missing:
         raise PlyFormatError(f"{path}: not a 3DGS PLY, missing vertex properties {missing}")
+    if count == 0:
+        raise PlyFormatError(f"{path}: holds 0 Gaussians (empty head); nothing to show or render")
     if fmt == "ascii":
-        rows = raw[offset:].decode("ascii").split("\n")[:count]
+        rows = [r for r in raw[offset:].decode("ascii", errors="replace").split("\n") if r.strip()][:count]
         if len(rows) < count:
             raise PlyFormatError(f"{path}: truncated (header says {count} vertices, found {len(rows)})")
-        arr = np.array([tuple(float(v) for v in r.split()) for r in rows], dtype=layout)
+        values = []
+        for i, r in enumerate(rows):
+            try:
+                fields = tuple(float(v) for v in r.split())
+            except ValueError as e:
+                raise PlyFormatError(f"{path}: vertex {i} (ASCII body line {i + 1}) is not a row of numbers ({e})") from None
+            if len(fields) != len(props):
+                raise PlyFormatError(f"{path}: vertex {i} (ASCII body line {i + 1}) has {len(fields)} values; the header declares {len(props)}")
+            values.append(fields)
+        arr = np.array(values, dtype=layout)
     else:
         need = count * layout.itemsize
         if len(raw) - offset < need:
@@ -150,15 +175,26 @@ def load_ply(path: str | Path, dtype: torch.dtype = torch.float32) -> Gaussians:
     col = lambda n: torch.from_numpy(np.ascontiguousarray(arr[n], dtype=np.float64))  # noqa: E731
     stack = lambda names: torch.stack([col(n) for n in names], dim=-1)  # noqa: E731
     quats = stack([f"rot_{i}" for i in range(4)])
+    raw_scales, raw_opacity, raw_dc = stack([f"scale_{i}" for i in range(3)]), col("opacity"), stack([f"f_dc_{i}" for i in range(3)])
+    means, scales = stack(["x", "y", "z"]), torch.exp(raw_scales)
+    opacities, colors = torch.sigmoid(raw_opacity), raw_dc * SH_C0 + 0.5
     norm = quats.norm(dim=-1, keepdim=True)
-    if (norm == 0).any() or not torch.isfinite(quats).all():
-        raise PlyFormatError(f"{path}: rotations must be finite and non-zero")
+    # Every stored value must be finite (an inf opacity logit is as broken as a NaN), and so must the activated scale.
+    ok = (torch.isfinite(torch.cat([means, quats, raw_scales, scales.to(dtype), raw_opacity[:, None], raw_dc], dim=-1)).all(dim=-1)
+          & (norm[:, 0] > 0) & torch.isfinite(norm[:, 0]))
+    if not ok.all():
+        bad = int((~ok).sum())
+        if bad == count:
+            raise PlyFormatError(f"{path}: all {count} Gaussians have non-finite values (NaN/inf) or zero rotations; the file is unusable")
+        warnings.warn(f"{path}: dropped {bad} of {count} Gaussians with non-finite values (NaN/inf) or zero rotations",
+                      PlyWarning, stacklevel=2)
+        means, quats, scales, opacities, colors, norm = means[ok], quats[ok], scales[ok], opacities[ok], colors[ok], norm[ok]
     return Gaussians(
-        means=stack(["x", "y", "z"]),
+        means=means,
         quats=quats / norm if not torch.allclose(norm, torch.ones_like(norm), atol=1e-5) else quats,
-        scales=torch.exp(stack([f"scale_{i}" for i in range(3)])),
-        opacities=torch.sigmoid(col("opacity")),
-        colors=stack([f"f_dc_{i}" for i in range(3)]) * SH_C0 + 0.5,
+        scales=scales,
+        opacities=opacities,
+        colors=colors,
     ).to("cpu", dtype)
 
 

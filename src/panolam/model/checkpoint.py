@@ -35,6 +35,7 @@ import torch
 
 from panolam.config import PanoLAMConfig, from_dict
 from panolam.config.model import ModelConfig
+from panolam.errors import PanoLAMError
 from panolam.gaussians.ply import staging_dir
 from panolam.model.panolam import PanoLAM
 
@@ -45,7 +46,7 @@ BACKBONE_PREFIX = "encoder.backbone."
 _HOW_TO_GET = "train one with `panolam train` (it writes OUT/checkpoints/step_XXXXXX/) or pass the path of an existing one"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PanoLAMError):
     """A checkpoint exists but cannot be used (corrupt, wrong version, or not matching its config)."""
 
 

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from panolam.errors import PanoLAMError
+
 STLPIPS_PACKAGE = "stlpips_pytorch"
 STLPIPS_FILES = {"alex": "weights/vST0.0/alex_shift_tolerant.pth", "vgg": "weights/vST0.0/vgg_shift_tolerant.pth"}
 TRUNK_PREFIX = "net."  # where an LPIPS state dict keeps its trunk
@@ -139,7 +141,15 @@ def read_lpips_state(path: Path) -> dict[str, torch.Tensor]:
     """The state dict stored at ``path`` (an LPIPS ``.pth``), with any DataParallel ``module.`` prefix removed."""
     if not path.is_file():
         raise FileNotFoundError(f"LPIPS weight file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
+        # weights_only refuses pickles that would construct arbitrary objects (and never runs them).
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise PanoLAMError(f"{path}: not a plain LPIPS state dict of tensors (pickled objects are refused for safety, "
+                           f"and damaged files cannot be read): {first}") from exc
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     return {k.removeprefix("module."): v for k, v in state.items()}

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from panolam.config.model import ModelConfig
+from panolam.errors import PanoLAMError
 from panolam.model.cnn_trunk import BlurPool, Trunk, load_pretrained_trunk, trunk_for
 
 # ImageNet normalisation. For the "vgg" trunk this equals the LPIPS scaling layer it was trained
@@ -43,7 +44,7 @@ VGG_STAGES = (3, 4, 5)  # 1-based VGG16 trunk slices fused by encoder="vgg": rel
 VGG_MIN_SIZE = 32  # four blur-pool halvings with reflect padding 2 need at least this many pixels
 
 
-class EncoderWeightsError(ValueError):
+class EncoderWeightsError(PanoLAMError):
     """The encoder weights at ``encoder_weights`` are missing, unreadable or do not fit the config."""
 
 

@@ -227,13 +227,24 @@ def _choose_face(faces: list[Face], index: int | None) -> int:
     return best
 
 
+class NoHeadError(PreprocessError):
+    """No face in the photo: it may not show a head at all (``--force`` frames it from the person mask)."""
+
+
+NO_HEAD_MESSAGE = ("no face found, so this may not be a photo of a head (the person segmenter also fires on objects such as "
+                   "cups); if it is a head seen from the side or behind, rerun with --force to frame it from the person mask")
+
+
 def frame_photo(photo: np.ndarray, size: int = 512, index: int | None = None,
-                background: str | tuple[int, int, int] | None = "white", method: str = "auto") -> Framed:
+                background: str | tuple[int, int, int] | None = "white", method: str = "auto",
+                require_face: bool = False) -> Framed:
     """Map a photo (H, W, 3|4) uint8 to the training framing and remove its background.
 
     ``index`` picks a face (counting from the left) when there are several, default the largest.
     ``method`` is "auto" (face, else person mask), "face" (error without a face) or "person".
     An RGBA photo with real transparency uses its own alpha instead of the person segmenter.
+    ``require_face`` (the reconstruction default) refuses a photo without a face in "auto" mode with
+    :class:`NoHeadError`: the person mask alone cannot tell a head from a coffee cup.
     """
     if method not in ("auto", "face", "person"):
         raise ValueError(f"method {method!r}: use auto, face or person")
@@ -252,6 +263,8 @@ def frame_photo(photo: np.ndarray, size: int = 512, index: int | None = None,
         used = "face"
     elif method == "face":
         raise PreprocessError("no face found in the photo (try method='person' for a profile or the back of a head)")
+    elif method == "auto" and require_face:
+        raise NoHeadError(NO_HEAD_MESSAGE)
     else:
         mask = photo_alpha if photo_alpha is not None else person_mask(rgb)
         a = person_transform(mask, size)

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from panolam.errors import PanoLAMError
 from panolam.gaussians.ply import atomic_write_bytes
 
 MIN_SIDE = 64  # smaller photos hold too few pixels on the face to find landmarks or be worth reconstructing
 
 
-class PreprocessError(ValueError):
+class PreprocessError(PanoLAMError):
     """A photo that cannot be turned into a framed head (unreadable, too small, no person …)."""
 
 
@@ -59,6 +60,8 @@ def check_photo(arr: np.ndarray, name: str = "photo") -> np.ndarray:
     h, w = arr.shape[:2]
     if min(h, w) < MIN_SIDE:
         raise PreprocessError(f"{name}: image is {w}x{h} pixels; need at least {MIN_SIDE} pixels on each side")
+    if arr.shape[-1] == 4 and arr[..., 3].max() == 0:
+        raise PreprocessError(f"{name}: the image is fully transparent (nothing to reconstruct); use a photo with the person visible")
     if arr.shape[-1] == 4 and arr[..., 3].min() == 255:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr)

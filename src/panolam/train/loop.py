@@ -12,10 +12,13 @@ runs under autocast (bf16 where the GPU has it, ``mixed_precision="auto"``), the
 schedule (linear warm-up) advances. A non-finite loss stops the run naming the step and subjects.
 Checkpoints (every ``checkpoint_every`` steps, at the end and on Ctrl-C) are directories
 ``OUT/checkpoints/step_XXXXXXXX/`` holding ``model/`` (safetensors, :func:`save_model`) and
-``state.pt`` (optimiser, scheduler, step, each rank's data position and RNG states: torch, CUDA,
-numpy, python, the loop's generator), written to a temporary directory and renamed into place;
+``state.safetensors`` + ``state.json`` (optimiser, scheduler, step, each rank's data position and
+RNG states: torch, CUDA, numpy, python, the loop's generator; no pickle, see
+:mod:`panolam.train.state_io`), written to a temporary directory and renamed into place;
 ``OUT/checkpoints/latest`` names the newest and is replaced atomically. ``--resume`` restores all
-of it, so a killed and resumed run reproduces an uninterrupted one. Rank 0 writes TensorBoard logs
+of it, so a killed and resumed run reproduces an uninterrupted one; a damaged newest checkpoint is
+skipped (with a message) for the newest intact one, and staging folders left by a killed save
+(``.step_*.tmp-*``) are removed. Rank 0 writes TensorBoard logs
 (``OUT/logs``: losses, lr, throughput, sample renders) and shows a tqdm bar.
 """
 
@@ -25,6 +28,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -36,14 +40,17 @@ from torch.utils.data import DataLoader
 
 from panolam.config import PanoLAMConfig
 from panolam.data.dataset import MultiViewDataset, collate
+from panolam.errors import PanoLAMError
 from panolam.gaussians.ply import atomic_write_bytes, staging_dir
 from panolam.geometry.cameras import Cameras
-from panolam.model.checkpoint import load_weights_into, save_model
+from panolam.model.checkpoint import CheckpointError, load_weights_into, save_model
 from panolam.model.panolam import PanoLAM
 from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
 from panolam.train.losses import PanoLAMLoss
+from panolam.train.state_io import STATE_JSON, TrainStateError, has_state, load_state, save_state
 
-CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", "state.pt"
+CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", STATE_JSON
+STAGING_GLOB = ".step_*.tmp-*"
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -90,9 +97,30 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = pointer.parent / pointer.read_text().strip()
-    if not (path / STATE_NAME).is_file():
+    if not has_state(path):
         raise FileNotFoundError(f"{pointer} names {path}, which has no {STATE_NAME}; the checkpoint directory is damaged")
     return path
+
+
+def checkpoint_candidates(out_dir: str | Path) -> list[Path]:
+    """Checkpoints to try on resume, newest first: the one ``latest`` names, then every ``step_*`` by step."""
+    ckdir = Path(out_dir) / CKPT_DIR
+    steps = sorted((p for p in ckdir.glob("step_*") if p.is_dir()), reverse=True) if ckdir.is_dir() else []
+    pointer = ckdir / LATEST
+    named = ckdir / pointer.read_text().strip() if pointer.is_file() else None
+    if named is not None and named in steps:
+        steps.remove(named)
+        steps.insert(0, named)
+    return steps
+
+
+def remove_stale_staging(ckdir: str | Path) -> list[Path]:
+    """Delete staging folders a killed save left behind (only the writing process calls this)."""
+    ckdir = Path(ckdir)
+    stale = [p for p in ckdir.glob(STAGING_GLOB) if p.is_dir()] if ckdir.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 class DataStream:
@@ -134,12 +162,18 @@ def build_st_renderer(cfg: PanoLAMConfig) -> TriplaneRenderer | None:
     t = cfg.train
     if not t.st_decoder:
         return None
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(t.st_decoder)
     if not path.is_file():
         raise FileNotFoundError(f"train.st_decoder: no decoder file at {path} (write one with `panolam teacher fit`)")
-    return renderer_from_state(load_file(str(path)), box_warp=cfg.model.box_warp, ray_start=t.st_ray_start, ray_end=t.st_ray_end,
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:  # a pickle (.pt) or a damaged file
+        raise PanoLAMError(f"train.st_decoder={path}: not a readable safetensors file ({exc}); pickled .pt/.pth decoders are "
+                           "refused for safety, write one with `panolam teacher fit`") from exc
+    return renderer_from_state(state, box_warp=cfg.model.box_warp, ray_start=t.st_ray_start, ray_end=t.st_ray_end,
                                samples_coarse=t.st_samples_coarse, samples_fine=t.st_samples_fine, background=cfg.data.background)
 
 
@@ -238,6 +272,7 @@ class Trainer:
         if self.accel.is_main_process:
             ckdir = self.out / CKPT_DIR
             ckdir.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(ckdir)
             name = f"step_{self.step:08d}"
             target = ckdir / name
             tmp = staging_dir(ckdir, f".{name}.tmp-")
@@ -245,7 +280,7 @@ class Trainer:
                 save_model(tmp / "model", self.accel.unwrap_model(self.model), self.cfg, extra={"step": self.step})
                 state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                          "ranks": {int(e["rank"]): {"rng": e["rng"], "data": e["data"]} for e in every}, "world_size": self.world}
-                torch.save(state, tmp / STATE_NAME)
+                save_state(state, tmp)
                 if target.exists():
                     shutil.rmtree(target)
                 os.replace(tmp, target)
@@ -257,13 +292,36 @@ class Trainer:
         return target
 
     def resume(self) -> bool:
-        """Restore the newest checkpoint under OUT; False when there is none."""
-        path = latest_checkpoint(self.out)
-        if path is None:
+        """Restore the newest intact checkpoint under OUT (saying which damaged ones were skipped); False when there is none."""
+        ckdir = self.out / CKPT_DIR
+        if self.accel.is_main_process:
+            remove_stale_staging(ckdir)
+        candidates = checkpoint_candidates(self.out)
+        if not candidates:
+            if (ckdir / LATEST).is_file():
+                raise TrainStateError(f"{ckdir / LATEST} names a checkpoint but no step_* folder is left under {ckdir}; "
+                                      "delete the run folder's checkpoints/ to start again or restore the folders")
             return False
-        state = torch.load(path / STATE_NAME, map_location="cpu", weights_only=False)
+        skipped: list[str] = []
+        for path in candidates:
+            try:
+                self._restore(path)
+            except (TrainStateError, CheckpointError, FileNotFoundError, KeyError, TypeError) as exc:
+                skipped.append(f"{path.name} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+                continue
+            if skipped and self.accel.is_main_process:
+                print(f"resume: skipped damaged checkpoint(s) {'; '.join(skipped)}; resumed from the newest intact one, "
+                      f"{path} (step {self.step})", file=sys.stderr, flush=True)
+            return True
+        raise TrainStateError(f"no intact checkpoint under {ckdir} to resume from: {'; '.join(skipped)}")
+
+    def _restore(self, path: Path) -> None:
+        state = load_state(path)
+        for key in ("step", "optimizer", "scheduler", "ranks", "world_size"):
+            if key not in state:
+                raise TrainStateError(f"{path}: training state lacks {key!r}")
         if state["world_size"] != self.world:
-            raise ValueError(f"{path} was written by {state['world_size']} processes; resume it with the same number (have {self.world})")
+            raise PanoLAMError(f"{path} was written by {state['world_size']} processes; resume it with the same number (have {self.world})")
         # Goes through the checkpoint loader: a frozen pretrained encoder is not in the file.
         load_weights_into(self.accel.unwrap_model(self.model), path / "model")
         self.optimizer.load_state_dict(state["optimizer"])
@@ -272,7 +330,6 @@ class Trainer:
         mine = state["ranks"][self.rank]
         self.data.restore(mine["data"])
         set_rng_state(mine["rng"], self.gen)
-        return True
 
     # --- one step ---------------------------------------------------------------------------
 
