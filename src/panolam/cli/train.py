@@ -13,7 +13,9 @@ from panolam.cli._common import add_config_args, config_from_args
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
-    p.add_argument("--data", default=None, help="dataset directory (default: the config's data.root)")
+    p.add_argument("--data", action="append", default=None, metavar="DIR",
+                   help="dataset directory (default: the config's data.root); repeat to train on several datasets "
+                        "(e.g. Front + 360), interleaved in proportion to their subject counts")
     p.add_argument("--out", default=None, help="run directory for checkpoints and logs (default: the config's train.out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest (exactly: weights, optimiser, data, RNG)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (with a checkpoint) after N steps of this run")
@@ -33,13 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from panolam.train.loop import train
 
     cfg = config_from_args(args)
-    data = args.data or cfg.data.root
-    if not Path(data).is_dir():
-        raise UserError(f"--data {data}: no dataset there (make one with `panolam data synth`)")
+    data = args.data or [cfg.data.root]
+    for d in data:
+        if not Path(d).is_dir():
+            raise UserError(f"--data {d}: no dataset there (make one with `panolam data synth` or `panolam data gan`)")
     from panolam.errors import check_output_dir
 
     check_output_dir(args.out or cfg.train.out_dir, "--out")
-    terms = train(cfg, data, args.out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
+    terms = train(cfg, data[0] if len(data) == 1 else data, args.out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
     if terms:
         print("last step: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(terms.items())))
     return 0

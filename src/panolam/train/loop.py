@@ -6,6 +6,10 @@ Launch lines (every process runs the same command; each streams its own share of
     accelerate launch --num_processes 8 -m panolam.cli.train --config paper   # one node, 8 GPUs
     torchrun --nproc_per_node 8 --nnodes 2 --rdzv_endpoint HOST:29500 -m panolam.cli.train --config paper
 
+Several datasets (``--data D1 --data D2``, e.g. EG3D Front + SphereHead 360) are interleaved by
+:class:`MixedStream`: one dataset per batch, in proportion to their subject counts; a term whose
+inputs a dataset lacks (e.g. teacher planes) is skipped for its batches.
+
 Per step: the input view (``input_image``, else view 0) is resized to the encoder size, the model
 runs under autocast (bf16 where the GPU has it, ``mixed_precision="auto"``), the loss of
 :mod:`panolam.train.losses` is backpropagated, gradients clipped, AdamW steps and the cosine
@@ -157,6 +161,41 @@ class DataStream:
         self.epoch, self.consumed, self._it = int(pos["epoch"]), int(pos["consumed"]), None
 
 
+class MixedStream:
+    """Batches from several datasets (``--data D1 --data D2``), one dataset per batch.
+
+    Mixing rule: proportional interleave by size — each step draws from the dataset whose share of
+    the batches drawn so far lags most behind its share of all training subjects (ties: the one
+    given first), so a 48K-subject Front set and a 117K-subject 360 set are seen in a 48:117 ratio,
+    evenly spread, deterministically (exact resume: the counts are part of the position). Each
+    dataset runs its own epochs; batches never mix datasets, whose image sizes may differ.
+    """
+
+    def __init__(self, streams: list[DataStream], sizes: list[int]) -> None:
+        if len(streams) != len(sizes) or not streams or min(sizes) < 1:
+            raise ValueError(f"need one or more non-empty datasets, got sizes {sizes}")
+        self.streams, self.sizes = streams, sizes
+        self.taken = [0] * len(streams)
+
+    def next(self) -> dict[str, Any]:
+        total = sum(self.sizes)
+        i = min(range(len(self.streams)), key=lambda k: ((self.taken[k] + 1) * total / self.sizes[k], k))
+        self.taken[i] += 1
+        batch = self.streams[i].next()
+        batch["dataset_index"] = i
+        return batch
+
+    def position(self) -> dict[str, Any]:
+        return {"taken": list(self.taken), "streams": [s.position() for s in self.streams]}
+
+    def restore(self, pos: dict[str, Any]) -> None:
+        if len(pos.get("streams", [])) != len(self.streams):
+            raise ValueError(f"checkpoint was written for {len(pos.get('streams', []))} datasets, this run has {len(self.streams)}")
+        self.taken = [int(t) for t in pos["taken"]]
+        for s, p in zip(self.streams, pos["streams"]):
+            s.restore(p)
+
+
 def build_st_renderer(cfg: PanoLAMConfig) -> TriplaneRenderer | None:
     """The frozen tri-plane renderer from ``train.st_decoder`` (None when unset)."""
     t = cfg.train
@@ -217,7 +256,7 @@ def resolve_init_weights(spec: str) -> Path:
 class Trainer:
     """Holds the run's objects; :meth:`fit` trains until ``train.steps`` (or ``stop_after`` more steps)."""
 
-    def __init__(self, cfg: PanoLAMConfig, data_root: str | None = None, out_dir: str | None = None, progress: bool = True) -> None:
+    def __init__(self, cfg: PanoLAMConfig, data_root: str | list[str] | None = None, out_dir: str | None = None, progress: bool = True) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -252,11 +291,14 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.warmup_steps, t.steps))
         self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
         self.loss_fn = PanoLAMLoss(t, build_st_renderer(cfg), background=cfg.data.background).to(self.accel.device)
-        dataset = MultiViewDataset(self.data_root, "train", views_per_step=cfg.data.views_per_step, fixed_views=cfg.data.fixed_views,
-                                   seed=t.seed, rank=self.rank, world_size=self.world, background=[cfg.data.background] * 3,
-                                   shuffle_buffer=cfg.data.shuffle_buffer, input_effects=cfg.data.input_effects,
-                                   max_subjects=cfg.data.train_subjects, input_max_angle=cfg.data.input_max_angle)
-        self.data = DataStream(dataset, t.batch_size, cfg.data.num_workers, t.seed + self.rank)
+        roots = [self.data_root] if isinstance(self.data_root, (str, os.PathLike)) else list(self.data_root)
+        datasets = [MultiViewDataset(root, "train", views_per_step=cfg.data.views_per_step, fixed_views=cfg.data.fixed_views,
+                                     seed=t.seed, rank=self.rank, world_size=self.world, background=[cfg.data.background] * 3,
+                                     shuffle_buffer=cfg.data.shuffle_buffer, input_effects=cfg.data.input_effects,
+                                     max_subjects=cfg.data.train_subjects, input_max_angle=cfg.data.input_max_angle) for root in roots]
+        streams = [DataStream(ds, t.batch_size, cfg.data.num_workers, t.seed + self.rank + 7919 * i) for i, ds in enumerate(datasets)]
+        # One dataset keeps the plain stream (and its checkpoint format); several are interleaved by size.
+        self.data = streams[0] if len(streams) == 1 else MixedStream(streams, [len(ds.subjects()) for ds in datasets])
         self.step = 0
         self.writer = None
 
@@ -408,7 +450,7 @@ def sample_grid(result, batch: dict[str, Any], size: int) -> torch.Tensor:
     return grid.permute(2, 0, 1)
 
 
-def train(cfg: PanoLAMConfig, data_root: str | None = None, out_dir: str | None = None, resume: bool = False,
+def train(cfg: PanoLAMConfig, data_root: str | list[str] | None = None, out_dir: str | None = None, resume: bool = False,
           stop_after: int | None = None, progress: bool = True) -> dict[str, float]:
     """Build a :class:`Trainer`, optionally resume, and train; returns the last step's loss terms."""
     trainer = Trainer(cfg, data_root, out_dir, progress)
