@@ -159,7 +159,7 @@ def measure_t3(preset: str, device: str, repeats: int, size: int = 512) -> dict:
         cams = named_views(("front",), size=size).to(device)
         for i in range(repeats + 1):
             t0 = time.perf_counter()
-            rasterize(head.float(), cams, 1.0)
+            rasterize(head.map(lambda t: t.float()), cams, 1.0)
             _sync(device)
             if i:
                 rend.append(time.perf_counter() - t0)
