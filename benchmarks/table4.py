@@ -147,7 +147,7 @@ def measure_t3(preset: str, device: str, repeats: int, size: int = 512) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         rec = Reconstructor(None, preset, device=device)
-    images = rec.image_tensor(_square_resize(data.astronaut(), rec.model_cfg.image_size))
+    images = rec.image_tensor(_square_resize(data.astronaut(), rec.model_cfg.image_size)[0])
     fwd, rend = [], []
     with torch.inference_mode():
         for i in range(repeats + 1):

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from panolam.cli import main
 
@@ -24,6 +23,7 @@ def test_train_one_step_on_gan_data_mixed_with_procedural(tmp_path):
 
     from panolam.config import get_config
     from panolam.train import loop
+    from panolam.train.state_io import load_state
 
     gan = tmp_path / "gan"
     assert main(["data", "gan", "--generator", "eg3d", "--checkpoint", str(FIX / "official.pkl"), "--out", str(gan), "--subjects", "2",
@@ -36,5 +36,5 @@ def test_train_one_step_on_gan_data_mixed_with_procedural(tmp_path):
     trainer.data.restore({"taken": [0, 0], "streams": [{"epoch": 0, "consumed": 0}] * 2})
     terms = trainer.fit()
     assert trainer.step == 3 and np.isfinite(terms["total"])
-    state = torch.load(tmp_path / "run" / "checkpoints" / "step_00000003" / "state.pt", weights_only=False)
+    state = load_state(tmp_path / "run" / "checkpoints" / "step_00000003")
     assert state["ranks"][0]["data"]["taken"] == [1, 2]

@@ -17,7 +17,7 @@ class DataConfig:
     # stay random over all views. 180 = any view, as in the paper (which trains for 100 epochs on
     # 165K subjects). A small model trained briefly on a CPU cannot tell a back view from a front one
     # and learns only the mean head, so the CPU preset restricts the input to near-frontal views,
-    # which is what its users feed it (a portrait) and what `panolam eval` feeds it.
+    # which is what its users feed it (a portrait, frontal to profile) and what `panolam eval` feeds it.
     input_max_angle: float = 180.0
     background: float = 1.0  # training background (white)
     subjects_per_shard: int = 64
@@ -33,6 +33,6 @@ class DataConfig:
 
 PRESETS: dict[str, DataConfig] = {
     "paper": DataConfig(image_size=512, num_workers=8),
-    "default": DataConfig(input_max_angle=50.0),
+    "default": DataConfig(input_max_angle=90.0),
     "tiny": DataConfig(root="data/tiny", views_per_subject=8, image_size=64, views_per_step=3, subjects_per_shard=4, num_workers=0),
 }
