@@ -24,6 +24,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import numpy as np  # noqa: E402
 
+from panolam.config.render import REFINE_STEPS  # noqa: E402
+
 KEEP_RUNS = 16  # per-request output folders kept on disk; older ones are deleted
 VIEWER_HEIGHT = 420
 # gr.Model3D draws splats with gsplat.js, which ignores camera_position/clear_color and assumes the
@@ -47,7 +49,7 @@ class DemoSettings:
     render_size: int = 256
     size: int = 512
     out_root: Path | None = None
-    refine_steps: int = 0  # initial value of the page's "refinement steps" slider
+    refine_steps: int = REFINE_STEPS  # initial value of the page's "refinement steps" slider
 
 
 def _gradio():

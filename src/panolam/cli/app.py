@@ -11,6 +11,7 @@ from pathlib import Path
 
 from panolam.cli import UserError
 from panolam.cli._common import add_config_args, add_device_arg
+from panolam.config.render import REFINE_STEPS
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--turntable-frames", type=int, default=24, help="frames in the turntable video (default 24; 0 = no video)")
     p.add_argument("--render-size", type=int, default=256, help="side of the preview/turntable renders in pixels (default 256)")
     p.add_argument("--out", default=None, help="folder for per-request outputs (default: a temporary folder)")
-    p.add_argument("--refine", type=int, default=0, metavar="N", help="initial test-time refinement steps on the page (default 0 = off)")
+    p.add_argument("--refine", type=int, default=REFINE_STEPS, metavar="N",
+                   help=f"initial test-time refinement steps on the page (default {REFINE_STEPS}; 0 = off)")
     p.set_defaults(func=run_app)
 
     v = sub.add_parser("view", help="open a saved head.ply in the browser splat viewer")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+# Test-time refinement steps that `panolam reconstruct` and the app run by default: ~1 s of one CPU
+# core at the 128² fit, and what turns the feed-forward face into one dlib calls the same person
+# (BENCHMARKS.md, real photos). 0 turns it off.
+REFINE_STEPS = 20
+
 
 @dataclasses.dataclass
 class RenderConfig:

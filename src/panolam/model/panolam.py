@@ -171,6 +171,12 @@ class PanoLAM(nn.Module):
             masks = torch.nn.functional.interpolate(masks, size=images.shape[-2:], mode="bilinear", align_corners=False)
         token_map = self.encoder.token_map(tokens)
         stem = self.pixel_sampler.maps(images, masks, self.cfg.image_size)
+        # Points read colour from the image at about one pixel per point spacing, whatever the input size:
+        # a 512² photo point-sampled by ~3K visible points aliases into speckle.
+        side = self.cfg.image_size // 2
+        if images.shape[-1] > side or images.shape[-2] > side:
+            images, masks = (torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
+                                                             antialias=True) for x in (images, masks))
         return {"pose": pose, "camera": camera, "images": images, "masks": masks, "stem": stem, "tokens": token_map}
 
     def _sample(self, pix: dict, points: torch.Tensor, normals: torch.Tensor) -> PixelFeatures:

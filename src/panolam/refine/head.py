@@ -3,7 +3,7 @@
 What moves, and how far: colours and opacities through a logit-space delta (they stay in (0, 1));
 positions by ``max_offset · tanh(δ)`` (bounded, a few millimetres at EG3D scale: the head is ~0.6
 world units for ~20 cm); scales and rotations stay. Every delta is multiplied by a 0/1 visibility
-mask computed once from the input-view render, so a frozen Gaussian is returned bit for bit.
+mask computed once from the input-view render (and limited to the camera-facing half of the head), so a frozen Gaussian is returned bit for bit.
 Colour drift is penalised (squared change, mean over the updated Gaussians) so that a colour only
 moves as far as the photo asks. The photometric term is L1 over the person mask at a reduced render
 size (``size`` pixels wide); ST-LPIPS is optional (``lpips_weight``) because one ST-LPIPS
@@ -22,11 +22,12 @@ import time
 import torch
 import torch.nn.functional as F
 
+from panolam.config.render import REFINE_STEPS
 from panolam.gaussians import Gaussians
 from panolam.geometry.cameras import Cameras
 from panolam.render import rasterize
 
-DEFAULT_STEPS = 20  # the CLI/app default is 0 (opt-in); this is what `refine_head` does when asked without a count
+DEFAULT_STEPS = REFINE_STEPS  # what `refine_head`, `reconstruct` and the app do when not given a count
 DEFAULT_SIZE = 128  # render width of the fit (the input view); cost grows with the pixel count
 MAX_OFFSET = 0.01  # world units (~3 mm at EG3D scale): offsets are max_offset·tanh(δ)
 VISIBLE_WEIGHT = 0.05  # accumulated blending weight (in render pixels) below which a Gaussian is frozen
@@ -186,6 +187,11 @@ def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_
     g0 = gaussians.detach().to(device, torch.float32)
 
     vis = (visibility_weights(g0, cam, background, backend) > visible_weight).to(torch.float32)
+    # Only the camera-facing half of the head may change: through a semi-transparent front, Gaussians on
+    # the far side still collect some blending weight, and fitting them copies the face onto the back.
+    centre = g0.means.mean(0)
+    facing = (g0.means - centre) @ F.normalize(cam.centers[0].to(centre) - centre, dim=0) > 0
+    vis = vis * facing.to(vis.dtype)
     vis_idx = vis.bool()
     c_logit, o_logit = _logit(g0.colors), _logit(g0.opacities)
     c_base, o_base = torch.sigmoid(c_logit), torch.sigmoid(o_logit)
