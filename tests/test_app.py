@@ -62,7 +62,8 @@ def test_runner_one_request(tmp_path):
     from panolam.preprocess import save_png
 
     save_png(data.astronaut(), tmp_path / "astro.png")
-    runner = DemoRunner(DemoSettings(turntable_frames=4, render_size=64, size=128, out_root=tmp_path / "runs"), reconstructor=FakeReconstructor())
+    runner = DemoRunner(DemoSettings(turntable_frames=4, render_size=64, size=128, out_root=tmp_path / "runs", refine_steps=0),
+                        reconstructor=FakeReconstructor())
     steps = list(runner.run_steps(str(tmp_path / "astro.png")))
     assert len(steps) == 2  # the head first, without a video; then the turntable
     first_framed, first_view, no_video, first_ply, pending = steps[0]
@@ -75,7 +76,7 @@ def test_runner_one_request(tmp_path):
     torch.testing.assert_close(load_ply(view_ply).means, to_viewer_frame(head).means, atol=1e-5, rtol=0)
     assert mp4 is not None and mp4.endswith(".mp4")
     assert "| reconstruct (one forward pass) | 0.20 |" in md and "untrained" in md and "200 Gaussians" in md
-    assert "refinement" not in md  # 0 steps (the default): no refinement row
+    assert "refinement" not in md  # 0 steps: no refinement row
     # The page's "refinement steps" slider value: the head changes and the timings gain a row.
     _, _, _, refined_ply, md = runner.run(str(tmp_path / "astro.png"), 3)
     assert "| test-time refinement |" in md and not torch.equal(load_ply(refined_ply).colors, head.colors)
