@@ -270,7 +270,31 @@ class GanRender:
     features: torch.Tensor  # (N, 32, R, R)
 
 
-class TriPlaneGenerator(nn.Module):
+class CameraConditionedGenerator(nn.Module):
+    """What the EG3D family shares around its own ``planes``/``synthesis``: a StyleGAN2 ``backbone`` whose
+    mapping is conditioned on the camera label (scaled by ``rendering_kwargs["c_scale"]``, or zeroed),
+    and ``forward`` = mapping then synthesis."""
+
+    backbone: nn.Module
+    rendering_kwargs: dict
+
+    @property
+    def num_ws(self) -> int:
+        return self.backbone.num_ws
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
+        if self.rendering_kwargs.get("c_gen_conditioning_zero", False):
+            c = torch.zeros_like(c)
+        return self.backbone.mapping(z, c * self.rendering_kwargs.get("c_scale", 0), truncation_psi=truncation_psi,
+                                     truncation_cutoff=truncation_cutoff)
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
+                neural_rendering_resolution: int | None = None, noise_mode: str = "const", generator: torch.Generator | None = None) -> GanRender:
+        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
+        return self.synthesis(ws, c, neural_rendering_resolution, noise_mode, generator)
+
+
+class TriPlaneGenerator(CameraConditionedGenerator):
     """EG3D: z, camera label -> tri-planes -> volume render -> super-resolution."""
 
     plane_layout = (3, 32)  # planes × channels of the backbone output
@@ -300,16 +324,6 @@ class TriPlaneGenerator(nn.Module):
     def plane_channels(self) -> int:
         return self.plane_layout[0] * self.plane_layout[1]
 
-    @property
-    def num_ws(self) -> int:
-        return self.backbone.num_ws
-
-    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
-        if self.rendering_kwargs.get("c_gen_conditioning_zero", False):
-            c = torch.zeros_like(c)
-        return self.backbone.mapping(z, c * self.rendering_kwargs.get("c_scale", 0), truncation_psi=truncation_psi,
-                                     truncation_cutoff=truncation_cutoff)
-
     def planes(self, ws: torch.Tensor, noise_mode: str = "const", generator: torch.Generator | None = None) -> torch.Tensor:
         """Backbone output shaped (N, planes, 32, H, W)."""
         p = self.backbone.synthesis(ws, noise_mode=noise_mode, generator=generator)
@@ -333,11 +347,6 @@ class TriPlaneGenerator(nn.Module):
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None, noise_mode: str = "const",
                   generator: torch.Generator | None = None) -> GanRender:
         return self.render_planes(self.planes(ws, noise_mode, generator), ws, c, neural_rendering_resolution, generator)
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                neural_rendering_resolution: int | None = None, noise_mode: str = "const", generator: torch.Generator | None = None) -> GanRender:
-        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, c, neural_rendering_resolution, noise_mode, generator)
 
 
 def eg3d_ffhq_kwargs(img_resolution: int = 512) -> dict:

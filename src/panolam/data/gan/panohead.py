@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panolam.data.gan.eg3d import GanRender, ImportanceRenderer, Superresolution, sample_rays
+from panolam.data.gan.eg3d import CameraConditionedGenerator, GanRender, ImportanceRenderer, Superresolution, sample_rays
 from panolam.data.gan.stylegan2 import Conv2dLayer, FullyConnectedLayer, MappingNetwork, StyleGAN2Backbone, SynthesisNetwork, ToRGBLayer
 
 
@@ -109,7 +109,7 @@ class SphereRenderer(ImportanceRenderer):
         return sample_from_spheres(planes, coords, options["box_warp"])
 
 
-class PanoHeadGenerator(nn.Module):
+class PanoHeadGenerator(CameraConditionedGenerator):
     """PanoHead: z, camera label -> tri-grid -> volume render (+ background) -> super-resolution."""
 
     spherical = False
@@ -149,16 +149,6 @@ class PanoHeadGenerator(nn.Module):
         self.neural_rendering_resolution = 64
         self.rendering_kwargs = rk
 
-    @property
-    def num_ws(self) -> int:
-        return self.backbone.num_ws
-
-    def mapping(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
-        if self.rendering_kwargs.get("c_gen_conditioning_zero", False):
-            c = torch.zeros_like(c)
-        return self.backbone.mapping(z, c * self.rendering_kwargs.get("c_scale", 0), truncation_psi=truncation_psi,
-                                     truncation_cutoff=truncation_cutoff)
-
     def planes(self, ws: torch.Tensor, noise_mode: str = "const", generator: torch.Generator | None = None) -> torch.Tensor:
         """PanoHead: (N, 3, 32·D, H, W); SphereHead: (N, 2, 3, 32, H, W) (sphere, plane, channel)."""
         p = self.backbone.synthesis(ws, noise_mode=noise_mode, generator=generator)
@@ -196,11 +186,6 @@ class PanoHeadGenerator(nn.Module):
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, neural_rendering_resolution: int | None = None, noise_mode: str = "const",
                   generator: torch.Generator | None = None) -> GanRender:
         return self.render_planes(self.planes(ws, noise_mode, generator), ws, c, neural_rendering_resolution, generator, noise_mode=noise_mode)
-
-    def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                neural_rendering_resolution: int | None = None, noise_mode: str = "const", generator: torch.Generator | None = None) -> GanRender:
-        ws = self.mapping(z, c, truncation_psi, truncation_cutoff)
-        return self.synthesis(ws, c, neural_rendering_resolution, noise_mode, generator)
 
 
 class SphereHeadGenerator(PanoHeadGenerator):
