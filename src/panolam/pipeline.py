@@ -122,12 +122,8 @@ class Reconstructor:
             framed, alpha = _square_resize(rgb, size)
         timings["preprocess_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        image = self.image_tensor(framed)
-        if self.model_cfg.pixel_aligned:
-            masks = None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None].to(self.device)
-            out = self.model(image, masks=masks)
-        else:
-            out = self.model(image)
+        masks = None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None].to(self.device)
+        out = self.model(self.image_tensor(framed), masks=masks)  # the matte is read by pixel-aligned networks only
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings["reconstruct_s"] = time.perf_counter() - t0

@@ -359,8 +359,6 @@ def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.devic
     def fn(image: torch.Tensor, mask: torch.Tensor | None = None) -> Gaussians:
         # Same resize as the training loop's encoder input; a pixel-aligned network estimates the camera.
         x = F.interpolate(image[None].to(rec.device).float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        if not rec.model_cfg.pixel_aligned:
-            return rec.model(x).dense[0]
         return rec.model(x, masks=None if mask is None else mask[None].to(rec.device)).dense[0]
 
     return fn

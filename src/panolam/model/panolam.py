@@ -139,18 +139,19 @@ class PanoLAM(nn.Module):
         else:
             coarse = None
             dense_points = self.dense_template.unsqueeze(0).expand(b, -1, -1)
-            extra = None
-            if pix is not None:
-                extra = self.point_pixel_proj(self._sample(pix, dense_points, self.dense_normals).features)
+            extra = dense_pix = None
+            if pix is not None:  # the points are the dense template: what they sample also feeds the dense head
+                dense_pix = self._sample(pix, dense_points, self.dense_normals)
+                extra = self.point_pixel_proj(dense_pix.features)
             dense_feats = self.point_branch.features(dense_points, tokens, extra)
         triplane_feats = self.triplane_branch.aggregate(planes, dense_points)
         hidden = torch.cat([dense_feats, triplane_feats], dim=-1)
-        dense_pix = None
         if pix is not None:
-            dense_pix = self._sample(pix, dense_points, self.dense_normals)
+            if self.cfg.coarse_to_fine:
+                dense_pix = self._sample(pix, dense_points, self.dense_normals)
             hidden = hidden + self.dense_pixel_proj(dense_pix.features)
         dense_params = self.dense_head(hidden)
-        if dense_pix is not None:
+        if pix is not None:
             dense_params.colors = self.dense_gate(dense_params.colors, dense_pix, torch.cat([dense_pix.features, hidden], dim=-1))
         dense = _gaussians(dense_points, dense_params)
         if pix is None:

@@ -114,16 +114,17 @@ def depth_buffer(uv: torch.Tensor, z: torch.Tensor, grid: int = VISIBILITY_GRID)
     return zb.view(b, grid, grid)
 
 
-def soft_visibility(points: torch.Tensor, normals: torch.Tensor, cam: InputCamera,
-                    grid: int = VISIBILITY_GRID) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def soft_visibility(points: torch.Tensor, normals: torch.Tensor, cam: InputCamera, grid: int = VISIBILITY_GRID,
+                    projected: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How visible each point is from the input camera, in [0, 1]: soft z-test x front-facing ramp.
 
     Returns ``(visible, z_test, cos)``: ``z_test`` = sigmoid((buffer depth + margin - depth) / softness)
     (0 outside the image), ``cos`` = normal · direction to the camera. No gradient flows through it:
-    it gates features, it is not a quantity to optimise.
+    it gates features, it is not a quantity to optimise. ``projected`` reuses a :func:`project` of the
+    same points by the caller.
     """
     with torch.no_grad():
-        uv, z = project(points.float(), cam)
+        uv, z = project(points.float(), cam) if projected is None else (projected[0].float(), projected[1].float())
         zb = depth_buffer(uv, z, grid)
         cell = (uv.clamp(0, 1 - 1e-6) * grid).long()
         front = zb.view(len(z), -1).gather(1, cell[..., 1] * grid + cell[..., 0])
@@ -170,8 +171,8 @@ class PixelAlignedSampler(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, stem_maps: torch.Tensor, token_map: torch.Tensor,
                 points: torch.Tensor, normals: torch.Tensor, cam: InputCamera) -> PixelFeatures:
-        uv, _ = project(points, cam)
-        visible, z_test, cos = soft_visibility(points, normals, cam)
+        uv, z = project(points, cam)
+        visible, z_test, cos = soft_visibility(points, normals, cam, projected=(uv.detach(), z.detach()))
         rgb_mask = sample_map(torch.cat([images, masks], dim=1), uv)
         rgb, mask = rgb_mask[..., :3], rgb_mask[..., 3:]
         cues = torch.stack([visible, z_test, cos], dim=-1)
