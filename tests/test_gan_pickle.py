@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from panolam.cli import main
 from panolam.data.gan.pickle_io import (PersistentStub, UnsafePickleError, load_gan_checkpoint, load_official_pickle,
-                                        restricted_load, save_converted)
+                                        restricted_load)
 
 FIX = Path(__file__).parent / "fixtures" / "gan" / "eg3d_tiny"
 
