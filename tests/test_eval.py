@@ -144,3 +144,28 @@ def test_cli_errors(tmp_path, data, capsys):
     assert "--checkpoint" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(tmp_path), "--data", data]) == 2
     assert "no PanoLAM checkpoint" in capsys.readouterr().err
+
+
+def test_true_input_camera_is_handed_to_the_reconstructor(data):
+    """``input_camera="true"`` passes the stored input view's camera (as the network's InputCamera);
+    the default passes none, so two-argument reconstructors keep working."""
+    from panolam.model.pixel_aligned import project
+
+    base, seen = oracle(data), []
+
+    def fn(image, mask=None, camera=None):
+        seen.append(camera)
+        return base(image, mask)
+
+    ev.evaluate(fn, data, size=SIZE, gt="generator", generator=BlobHeads(), warmup=False, input_camera="true")
+    assert len(seen) == 2 and all(c is not None for c in seen)
+    s = load_subject(data, ev.eval_subjects(data)[0])
+    first = ev.input_view(s["world_to_cam"])
+    assert torch.allclose(seen[0].world_to_cam[0], s["world_to_cam"][first].float())
+    # The origin (the head centre the cameras look at) projects to the image centre.
+    uv, z = project(torch.zeros(1, 1, 3), seen[0])
+    assert torch.allclose(uv, torch.full_like(uv, 0.5), atol=0.02) and float(z) > 0
+    report = ev.evaluate(base, data, size=SIZE, gt="generator", generator=BlobHeads(), warmup=False)
+    assert report.settings["input_camera"] == "estimated"
+    with pytest.raises(ValueError, match="input_camera"):
+        ev.evaluate(base, data, size=SIZE, input_camera="oracle", warmup=False)

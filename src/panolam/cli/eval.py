@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ground truth: re-render with the dataset's generator at the exact eval cameras (auto falls back "
                         "to the nearest stored views when no generator reproduces the data)")
     p.add_argument("--lpips-weights", default=None, help="a local standard LPIPS .pth (default: shipped ST-LPIPS AlexNet)")
+    p.add_argument("--input-camera", choices=("estimated", "true"), default="estimated",
+                   help="camera the network samples the photo with: its own pose estimate (default) or the stored "
+                        "true one (an oracle that shows what the pose error costs)")
     p.add_argument("--label", default=None, help="method name in the table (default: the checkpoint's directory name)")
     p.add_argument("--no-progress", action="store_true")
     add_device_arg(p)
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_output_dir(Path(args.out) if args.out else (Path(args.checkpoint) / "eval" if args.checkpoint else Path("eval")), "--out")
     common = dict(split=args.split, limit=args.limit, size=args.size, gt=args.gt, lpips_weights=args.lpips_weights,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, input_camera=args.input_camera)
     reports = []
     if args.checkpoint is not None:
         ckpt = resolve_checkpoint(args.checkpoint)

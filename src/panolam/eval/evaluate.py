@@ -44,7 +44,8 @@ from panolam.gaussians import Gaussians
 from panolam.geometry.cameras import Cameras
 from panolam.render import rasterize
 
-ReconstructFn = Callable[[torch.Tensor, "torch.Tensor | None"], Gaussians]  # (3, H, W) image in [0, 1], (1, H, W) matte or None -> unbatched Gaussians
+ReconstructFn = Callable[..., Gaussians]  # (3, H, W) image in [0, 1], (1, H, W) matte or None[, camera=InputCamera] -> unbatched Gaussians
+INPUT_CAMERAS = ("estimated", "true")  # eval with the network's own pose estimate, or with the stored (oracle) camera
 EVAL_VIEWS = ("front", "left", "right", "back")  # the order of eval_views()
 PSNR_CAP = 100.0
 GRID_ROWS = 8
@@ -207,13 +208,14 @@ def _peak_rss_mb() -> float:
     return rss / (1024 * 1024) if os.uname().sysname == "Darwin" else rss / 1024
 
 
-def _reconstruct(fn: ReconstructFn, image: torch.Tensor, mask: torch.Tensor | None) -> tuple[Gaussians, float, float]:
+def _reconstruct(fn: ReconstructFn, image: torch.Tensor, mask: torch.Tensor | None, camera=None) -> tuple[Gaussians, float, float]:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        g = fn(image, mask)
+        # Only an oracle-camera eval passes ``camera``, so reconstructors of two arguments keep working.
+        g = fn(image, mask) if camera is None else fn(image, mask, camera=camera)
     _sync(g.device)
     seconds = time.perf_counter() - t0
     mem = torch.cuda.max_memory_allocated() / 2**20 if g.device.type == "cuda" else _peak_rss_mb()
@@ -253,9 +255,18 @@ class _Csim:
             return None
 
 
+def true_input_camera(sample: dict):
+    """The stored camera of the subject's input view, as the network's :class:`InputCamera` (batch of one)."""
+    from panolam.model.pixel_aligned import InputCamera
+
+    first = input_view(sample["world_to_cam"])
+    return InputCamera.from_cameras(_stored_cameras(sample)[first:first + 1])
+
+
 def evaluate_subject(fn: ReconstructFn, sample: dict, size: int, gt_mode: str, generator, csim: _Csim,
-                     lpips_weights: str | None = None) -> tuple[SubjectResult, np.ndarray]:
-    """Metrics of one subject and its grid row (input | pred f/l/r/b | GT f/l/r/b)."""
+                     lpips_weights: str | None = None, input_camera: str = "estimated") -> tuple[SubjectResult, np.ndarray]:
+    """Metrics of one subject and its grid row (input | pred f/l/r/b | GT f/l/r/b); ``input_camera="true"``
+    hands the reconstructor the stored input camera (an oracle that isolates the pose estimate's cost)."""
     meta = sample["meta"]
     background = torch.tensor(meta.get("background", [1.0, 1.0, 1.0]), dtype=torch.float32)
     first = input_view(sample["world_to_cam"])
@@ -269,7 +280,8 @@ def evaluate_subject(fn: ReconstructFn, sample: dict, size: int, gt_mode: str, g
         gt, cams, err = nearest_ground_truth(sample, size)
         source = "nearest"
     image = sample["images"][first].float()
-    g, recon_s, mem = _reconstruct(fn, image, sample["masks"][first].float())
+    camera = true_input_camera(sample) if input_camera == "true" else None
+    g, recon_s, mem = _reconstruct(fn, image, sample["masks"][first].float(), camera)
     pred, render_ms = _render(g, cams, background)
     m = image_metrics(pred, gt, lpips_weights)
     apd = metrics.apd(pred[:1], gt[:1])
@@ -310,8 +322,9 @@ def eval_subjects(data_root: str | Path, split: str = "test", limit: int | None 
 
 def evaluate(reconstruct_fn: ReconstructFn, data_root: str | Path, split: str = "test", limit: int | None = None,
              size: int = 256, *, label: str = "PanoLAM", gt: str = "auto", generator=None, lpips_weights: str | None = None,
-             progress: bool = False, warmup: bool = True) -> "EvalReport":
-    """Evaluate ``reconstruct_fn`` on the held-out subjects (see the module doc); ``gt`` is auto, generator or nearest.
+             progress: bool = False, warmup: bool = True, input_camera: str = "estimated") -> "EvalReport":
+    """Evaluate ``reconstruct_fn`` on the held-out subjects (see the module doc); ``gt`` is auto, generator or nearest;
+    ``input_camera`` is "estimated" (the network's pose head) or "true" (the stored camera: an oracle).
 
     ``warmup`` runs one untimed reconstruction and render first, so JIT compilation (numba, CUDA kernels)
     and lazy model loading do not count as the first subject's time."""
@@ -319,6 +332,8 @@ def evaluate(reconstruct_fn: ReconstructFn, data_root: str | Path, split: str = 
 
     if gt not in ("auto", "generator", "nearest"):
         raise ValueError(f"gt must be auto, generator or nearest, got {gt!r}")
+    if input_camera not in INPUT_CAMERAS:
+        raise ValueError(f"input_camera must be one of {INPUT_CAMERAS}, got {input_camera!r}")
     if size < 11:
         raise ValueError(f"size {size} is too small: SSIM needs at least 11x11 pixels")
     subjects = eval_subjects(data_root, split, limit)
@@ -327,7 +342,8 @@ def evaluate(reconstruct_fn: ReconstructFn, data_root: str | Path, split: str = 
     if warmup:
         _warm_up(reconstruct_fn, load_subject(data_root, subjects[0]), size)
     for sid in tqdm(subjects, desc=f"eval {label}", unit="subject", disable=not progress, dynamic_ncols=True):
-        result, row = evaluate_subject(reconstruct_fn, load_subject(data_root, sid), size, gt, generator, csim, lpips_weights)
+        result, row = evaluate_subject(reconstruct_fn, load_subject(data_root, sid), size, gt, generator, csim, lpips_weights,
+                                       input_camera)
         results.append(result)
         if len(rows) < GRID_ROWS:
             rows.append(row)
@@ -336,7 +352,7 @@ def evaluate(reconstruct_fn: ReconstructFn, data_root: str | Path, split: str = 
                       "see gt_source/view_error_deg in metrics.json", stacklevel=2)
     settings = {"data": str(data_root), "split": split, "limit": limit, "size": size, "views": list(EVAL_VIEWS), "gt": gt,
                 "lpips": "ST-LPIPS (AlexNet)" if lpips_weights is None else f"LPIPS ({Path(lpips_weights).name})",
-                "psnr_cap_db": PSNR_CAP, "device": "cuda" if torch.cuda.is_available() else "cpu"}
+                "psnr_cap_db": PSNR_CAP, "input_camera": input_camera, "device": "cuda" if torch.cuda.is_available() else "cpu"}
     return EvalReport(label, settings, results, csim.status, rows)
 
 
@@ -356,10 +372,12 @@ def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.devic
     rec = Reconstructor(resolve_checkpoint(checkpoint), device=device)
     size = rec.model_cfg.image_size
 
-    def fn(image: torch.Tensor, mask: torch.Tensor | None = None) -> Gaussians:
-        # Same resize as the training loop's encoder input; a pixel-aligned network estimates the camera.
+    def fn(image: torch.Tensor, mask: torch.Tensor | None = None, camera=None) -> Gaussians:
+        # Same resize as the training loop's encoder input; a pixel-aligned network estimates the camera
+        # unless one is given (a plain network ignores it).
         x = F.interpolate(image[None].to(rec.device).float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return rec.model(x, masks=None if mask is None else mask[None].to(rec.device)).dense[0]
+        cam = None if camera is None else camera.to(rec.device)
+        return rec.model(x, camera=cam, masks=None if mask is None else mask[None].to(rec.device)).dense[0]
 
     return fn
 
@@ -376,7 +394,7 @@ def template_baseline(template: str = "builtin", vertices: int = 5023, opacity: 
     scale = mean_edge_length(verts, tpl.faces)
     n = verts.shape[0]
 
-    def fn(image: torch.Tensor, mask: torch.Tensor | None = None) -> Gaussians:
+    def fn(image: torch.Tensor, mask: torch.Tensor | None = None, camera=None) -> Gaussians:
         colour = foreground_mean_colour(image, background)
         return Gaussians(means=verts.clone(), quats=torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1),
                          scales=torch.full((n, 3), scale), opacities=torch.full((n,), opacity), colors=colour.expand(n, 3).clone())
