@@ -194,3 +194,51 @@ def test_a_checkpoint_from_before_pixel_aligned_loads_as_the_plain_network(tmp_p
     model, loaded = load_model(where)
     assert get_config("tiny").model.pixel_aligned  # the preset itself is pixel-aligned ...
     assert not loaded.model.pixel_aligned and not hasattr(model, "pose_head")  # ... the old checkpoint is not
+
+
+def test_a_checkpoint_from_before_the_grid_pose_head_loads_with_its_own_head(tmp_path):
+    """A pixel-aligned checkpoint saved before ``model.pose_head`` / ``model.dense_scale_floor`` existed
+    has the mean-pooled pose head and no scale floor; it must load as such, weights and all."""
+    import json
+
+    from panolam.config import get_config
+    from panolam.model.checkpoint import load_model, save_model
+    from panolam.model.panolam import PanoLAM
+
+    cfg = get_config("tiny", ["model.pose_head=mean"])
+    torch.manual_seed(0)
+    old = PanoLAM(cfg.model)
+    where = save_model(tmp_path / "old", old, cfg)
+    meta_path = where / "panolam.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["model"]["pose_head"], meta["config"]["model"]["dense_scale_floor"]
+    meta_path.write_text(json.dumps(meta))
+    model, loaded = load_model(where)
+    assert get_config("tiny").model.pose_head == "grid"  # the preset moved on ...
+    assert loaded.model.pose_head == "mean" and loaded.model.dense_scale_floor == 0.0  # ... the old checkpoint did not
+    for (name, a), (_, b) in zip(old.pose_head.state_dict().items(), model.pose_head.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_fine_tuning_init_keeps_a_rebuilt_module_fresh_and_loads_the_rest(tmp_path):
+    """``load_weights_into(allow_missing=True)`` from a mean-pose-head checkpoint into a grid-pose-head
+    network: the pose head keeps its initialisation (and is reported), every other weight loads; a
+    strict load refuses the mismatch."""
+    from panolam.config import get_config
+    from panolam.model.checkpoint import CheckpointError, load_weights_into, save_model
+    from panolam.model.panolam import PanoLAM
+
+    torch.manual_seed(0)
+    old_cfg = get_config("tiny", ["model.pose_head=mean"])
+    old = PanoLAM(old_cfg.model)
+    where = save_model(tmp_path / "old", old, old_cfg)
+    torch.manual_seed(1)
+    new = PanoLAM(get_config("tiny").model)
+    fresh = {k: v.clone() for k, v in new.pose_head.state_dict().items()}
+    meta = load_weights_into(new, where, allow_missing=True)
+    assert meta["missing_keys"] and all(k.startswith("pose_head.") for k in meta["missing_keys"])
+    assert all(torch.equal(v, new.pose_head.state_dict()[k]) for k, v in fresh.items())
+    old_state = old.state_dict()
+    assert all(torch.equal(v, old_state[k]) for k, v in new.state_dict().items() if not k.startswith("pose_head."))
+    with pytest.raises(CheckpointError, match="pose_head"):
+        load_weights_into(PanoLAM(get_config("tiny").model), where)

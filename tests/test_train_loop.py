@@ -92,3 +92,53 @@ def test_init_weights_starts_from_a_checkpoint(dataset, tmp_path):
     assert any(not torch.equal(scratch[k], trained[k]) for k in trained)
     with pytest.raises(FileNotFoundError, match="train.init_weights="):
         loop.Trainer(get_config("tiny", [f"train.init_weights={tmp_path / 'nowhere'}"]), dataset, str(tmp_path / "bad"), progress=False)
+
+
+def test_pose_head_only_training_changes_the_pose_head_alone(dataset, tmp_path):
+    """``train.trainable=pose_head``: the pose loss is the whole loss, it falls, only pose_head.* weights
+    move, and the run's checkpoint is a complete network that loads like any other."""
+    from panolam.model.checkpoint import load_model
+
+    source = tmp_path / "source"
+    loop.train(get_config("tiny", ["data.views_per_step=2", "train.steps=1"]), dataset, str(source), progress=False)
+    start = _weights(source, 1)
+    over = ["data.views_per_step=1", "train.steps=12", "train.batch_size=4", "train.lr=3e-3", "train.warmup_steps=0",
+            "train.trainable=pose_head", f"train.init_weights={source}", "train.checkpoint_every=0"]
+    trainer = loop.Trainer(get_config("tiny", over), dataset, str(tmp_path / "pose"), progress=False)
+    probe = trainer.data.next()
+
+    def probe_loss() -> float:
+        from panolam.train.losses import pose_only_loss
+
+        with torch.no_grad():
+            out = trainer.model(loop.encoder_input(probe, trainer.cfg.model.image_size, torch.device("cpu")), pose_only=True)
+        return float(pose_only_loss(out.pose, probe).total)
+
+    before = probe_loss()
+    last = trainer.fit()
+    assert set(last) == {"pose", "total"} and probe_loss() < before
+    after = _weights(tmp_path / "pose", 12)
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert moved and all(k.startswith("pose_head.") for k in moved), sorted(moved)[:5]
+    model, _ = load_model(tmp_path / "pose" / "checkpoints" / "step_00000012" / "model")
+    assert model.cfg.pose_head == "grid"
+    with pytest.raises(ValueError, match="train.trainable"):
+        loop.Trainer(get_config("tiny", ["train.trainable=encoder"]), dataset, str(tmp_path / "bad"), progress=False)
+    with pytest.raises(ValueError, match="pose head"):
+        loop.Trainer(get_config("tiny", ["train.trainable=pose_head", "model.pixel_aligned=false"]), dataset,
+                     str(tmp_path / "bad2"), progress=False)
+
+
+def test_heads_training_keeps_the_encoder_and_pose_head_fixed(dataset, tmp_path):
+    """``train.trainable=heads``: the image tokens cannot change (encoder and pose head frozen) while the
+    rest of the network learns from the full loss."""
+    source = tmp_path / "source"
+    loop.train(get_config("tiny", ["data.views_per_step=2", "train.steps=1"]), dataset, str(source), progress=False)
+    start = _weights(source, 1)
+    over = ["data.views_per_step=2", "train.steps=2", "train.warmup_steps=0", "train.trainable=heads",
+            f"train.init_weights={source}"]
+    loop.train(get_config("tiny", over), dataset, str(tmp_path / "heads"), progress=False)
+    after = _weights(tmp_path / "heads", 2)
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert moved and not any(k.startswith(("encoder.", "pose_head.")) for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("dense_head.") for k in moved)

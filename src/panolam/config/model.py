@@ -60,6 +60,11 @@ class ModelConfig:
     # Beyond the paper: a pose head estimates the input camera; points sample the input image where they
     # project (RGB, mask, a conv-stem map, the token map) with a soft visibility test; see model/pixel_aligned.
     pixel_aligned: bool = False
+    pose_head: str = "grid"  # "grid" (conv over the token grid) or "mean" (mean-pooled tokens; the first shipped head)
+    # Beyond the paper: smallest dense-Gaussian scale as a fraction of the nominal dense point spacing,
+    # applied smoothly (sqrt(s² + floor²)). 0 = none (the paper). Trained at a low render resolution,
+    # Gaussians shrink below a pixel where that costs nothing and leave see-through gaps at higher ones.
+    dense_scale_floor: float = 0.0
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -25,6 +25,12 @@ class TrainConfig:
     # the (sin, cos) yaw/pitch vector against the input view's camera), and the std (degrees) of the
     # random rotation added to the true input camera the points are projected with in training.
     lambda_pose: float = 1.0
+    # "all", or "pose_head": only the pose head learns, on the frozen encoder's tokens with the pose loss
+    # alone (nothing is rendered, so a step costs an encoder forward): puts a new or better pose head on a
+    # trained network. Use a large train.batch_size and data.views_per_step=1 for it. "heads": everything
+    # but the image encoder and the pose head learns (the tokens do not change, so a pose head trained on
+    # them, before or after, stays valid).
+    trainable: str = "all"
     input_camera_noise_deg: float = 2.0
     lpips_weights: str | None = None  # local standard-LPIPS file; None = shipped ST-LPIPS
     lpips_net: str = "vgg"  # trunk of the shipped ST-LPIPS used as the loss ("vgg" or "alex"; eval always uses "alex")

@@ -128,7 +128,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 # Model fields added after checkpoint format 1 was fixed, with the behaviour a checkpoint written before
 # them had: a saved config that lacks one gets this value, not the (newer) preset's.
-LEGACY_MODEL_FIELDS: dict[str, Any] = {"pixel_aligned": False}
+LEGACY_MODEL_FIELDS: dict[str, Any] = {"pixel_aligned": False, "pose_head": "mean", "dense_scale_floor": 0.0}
 
 
 def _with_legacy_fields(meta: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +212,8 @@ def load_weights_into(model: PanoLAM, path_dir_or_file: str | os.PathLike, allow
     """Load a checkpoint's weights into an existing ``model`` (e.g. to resume training) with the same
     checks as :func:`load_model`; a frozen backbone the checkpoint left out keeps the model's own
     weights (read from ``encoder_weights`` when the model was built). ``allow_missing`` lets parts of
-    ``model`` that the checkpoint lacks keep their initialisation (fine-tuning a network with new
-    modules, e.g. a pixel-aligned one from a plain one); they are listed in the returned metadata's
+    ``model`` that the checkpoint lacks or that ``model`` builds differently keep their initialisation
+    (fine-tuning a network with new or rebuilt modules, e.g. a pixel-aligned one from a plain one); they are listed in the returned metadata's
     ``missing_keys``. Returns the metadata."""
     where = _resolve_dir(path_dir_or_file)
     meta = read_metadata(where)
@@ -229,9 +229,21 @@ def load_weights_into(model: PanoLAM, path_dir_or_file: str | os.PathLike, allow
             f"checkpoint {where} holds no DINOv2 backbone weights (saved without its frozen encoder) and this "
             "model's backbone was not read from model.encoder_weights: build the model with encoder_weights set"
         )
+    if allow_missing:
+        state = _drop_rebuilt_modules(state, model)
     absent = _check_state(state, model, where, skip_backbone=excluded, allow_missing=allow_missing)
     model.load_state_dict(state, strict=not (excluded or absent))
     return {**meta, "missing_keys": absent}
+
+
+def _drop_rebuilt_modules(state: dict[str, torch.Tensor], model: PanoLAM) -> dict[str, torch.Tensor]:
+    """The checkpoint entries of top-level modules that ``model`` builds differently (other keys or
+    shapes, e.g. a grid pose head replacing a mean-pooled one): dropped, so the new module keeps its
+    initialisation and is reported among the missing keys, while every module that fits loads."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    rebuilt = {k.split(".")[0] for k, v in state.items() if own.get(k, tuple(v.shape)) != tuple(v.shape)}
+    rebuilt |= {k.split(".")[0] for k in state if k not in own and any(o.split(".")[0] == k.split(".")[0] for o in own)}
+    return {k: v for k, v in state.items() if k.split(".")[0] not in rebuilt}
 
 
 def _build_with_encoder_weights(model_cfg: ModelConfig, encoder_weights: str | None, where: Path) -> PanoLAM:

@@ -44,8 +44,8 @@ class PanoLAMOutput:
     """Network output for a batch of B images."""
 
     coarse: Gaussians | None  # (B, M_C) Gaussians; None when coarse_to_fine=False
-    dense: Gaussians  # (B, M_D) Gaussians: the reconstructed head
-    planes: torch.Tensor  # (B, 6, C_st, H_T, W_T) predicted spherical tri-planes
+    dense: Gaussians | None  # (B, M_D) Gaussians: the reconstructed head (None only for pose_only=True)
+    planes: torch.Tensor | None  # (B, 6, C_st, H_T, W_T) predicted spherical tri-planes (None only for pose_only=True)
     pose: torch.Tensor | None = None  # (B, 4) estimated input view (sin, cos of yaw and pitch); pixel_aligned only
     input_camera: InputCamera | None = None  # the camera the points were projected with; pixel_aligned only
 
@@ -95,6 +95,9 @@ class PanoLAM(nn.Module):
         self.num_coarse, self.num_dense = verts.shape[0], W.shape[0]
         edge = mean_edge_length(verts, template.faces)
         dense_scale = edge * (self.num_coarse / self.num_dense) ** 0.5  # spacing shrinks as sqrt of the count
+        if cfg.dense_scale_floor < 0:
+            raise ValueError(f"model.dense_scale_floor must be >= 0, got {cfg.dense_scale_floor}")
+        self.dense_scale_floor = cfg.dense_scale_floor * dense_scale
 
         self.encoder = ImageEncoder(cfg, load_encoder_weights)
         self.point_branch = PointBranch(cfg, init_scale=edge, with_head=cfg.coarse_to_fine)
@@ -106,7 +109,7 @@ class PanoLAM(nn.Module):
         if cfg.pixel_aligned:
             dense_normals = densify(W, normals)
             self.register_buffer("dense_normals", torch.nn.functional.normalize(dense_normals, dim=-1), persistent=False)
-            self.pose_head = PoseHead(cfg.c_t)
+            self.pose_head = PoseHead(cfg.c_t, cfg.pose_head)
             self.pixel_sampler = PixelAlignedSampler(cfg.c_t)
             d = self.pixel_sampler.out_dim
             # Zero-initialised: a pixel-aligned network fine-tuned from a plain one starts as that network.
@@ -115,10 +118,19 @@ class PanoLAM(nn.Module):
             self.coarse_gate = ColourGate(d + cfg.c_t)
             self.dense_gate = ColourGate(d + 2 * cfg.c_t)
 
-    def forward(self, images: torch.Tensor, camera: InputCamera | None = None, masks: torch.Tensor | None = None) -> PanoLAMOutput:
+    def forward(self, images: torch.Tensor, camera: InputCamera | None = None, masks: torch.Tensor | None = None,
+                pose_only: bool = False) -> PanoLAMOutput:
         """``images`` (B, 3, H, W) in [0, 1] on the training background. With ``pixel_aligned``:
         ``camera`` is the input view's camera (default: the pose head's estimate at the nominal radius
-        and FOV), ``masks`` (B, 1, H, W) the person matte (default: pixels that differ from white)."""
+        and FOV), ``masks`` (B, 1, H, W) the person matte (default: pixels that differ from white).
+        ``pose_only`` runs the encoder (without gradients) and the pose head only: the output has
+        ``pose`` and nothing else (``train.trainable=pose_head``)."""
+        if pose_only:
+            if not self.cfg.pixel_aligned:
+                raise ValueError("pose_only needs a pose head, which only a model.pixel_aligned network has")
+            with torch.no_grad():
+                tokens = self.encoder(images)
+            return PanoLAMOutput(coarse=None, dense=None, planes=None, pose=self.pose_head(tokens))
         tokens = self.encoder(images)
         b = tokens.shape[0]
         planes = self.triplane_branch.planes(tokens)
@@ -151,6 +163,8 @@ class PanoLAM(nn.Module):
                 dense_pix = self._sample(pix, dense_points, self.dense_normals)
             hidden = hidden + self.dense_pixel_proj(dense_pix.features)
         dense_params = self.dense_head(hidden)
+        if self.dense_scale_floor > 0:
+            dense_params.scales = torch.sqrt(dense_params.scales.square() + self.dense_scale_floor ** 2)
         if pix is not None:
             dense_params.colors = self.dense_gate(dense_params.colors, dense_pix, torch.cat([dense_pix.features, hidden], dim=-1))
         dense = _gaussians(dense_points, dense_params)

@@ -30,6 +30,7 @@ STEM_CHANNELS = 32
 VISIBILITY_GRID = 64  # depth-buffer side for the soft z-test
 VISIBILITY_MARGIN = 0.03  # world units a point may lie behind the front surface and still count as seen
 VISIBILITY_SOFTNESS = 0.006
+POSE_GRID = 4  # the grid pose head pools its conv features to POSE_GRID x POSE_GRID cells
 FRONT_FACING_CENTRE, FRONT_FACING_SOFTNESS = 0.15, 0.05  # normal·view ramp: 0.5 at cos 0.15, 0.95 at 0.3
 
 
@@ -208,17 +209,43 @@ class ColourGate(nn.Module):
 
 
 class PoseHead(nn.Module):
-    """Image tokens (B, N, C) -> input-camera yaw and pitch as unit vectors (B, 4): (sin, cos) of each."""
+    """Image tokens (B, N, C) -> input-camera yaw and pitch as unit vectors (B, 4): (sin, cos) of each.
 
-    def __init__(self, dim: int) -> None:
+    ``kind="grid"`` (default) reads the tokens as their (√N × √N) patch grid through two strided
+    convolutions, so it sees *where* the face sits in the head's silhouette: that is what tells a
+    left-turned head from a right-turned one. ``kind="mean"`` (the first shipped head, kept so old
+    checkpoints load) mean-pools the tokens first and, measured on frozen tokens, cannot learn the
+    sign of the yaw: it answers ≈ frontal for every view."""
+
+    KINDS = ("grid", "mean")
+
+    def __init__(self, dim: int, kind: str = "grid") -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 4))
+        if kind not in self.KINDS:
+            raise ValueError(f"model.pose_head must be one of {self.KINDS}, got {kind!r}")
+        self.kind = kind
+        if kind == "mean":
+            self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 4))
+        else:
+            width = max(32, min(128, dim))
+            self.norm = nn.LayerNorm(dim)
+            self.convs = nn.Sequential(nn.Conv2d(dim, width, 3, 2, 1), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1), nn.GELU(),
+                                       nn.AdaptiveAvgPool2d(POSE_GRID))
+            self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(width * POSE_GRID ** 2, 2 * width), nn.GELU(), nn.Linear(2 * width, 4))
         with torch.no_grad():  # start at the frontal view (yaw 0, pitch 0)
             self.mlp[-1].weight.mul_(0.01)
             self.mlp[-1].bias.copy_(torch.tensor([0.0, 1.0, 0.0, 1.0]))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        raw = self.mlp(tokens.mean(dim=1)).float()
+        if self.kind == "mean":
+            raw = self.mlp(tokens.mean(dim=1)).float()
+        else:
+            b, n, c = tokens.shape
+            side = math.isqrt(n)
+            if side * side != n:
+                raise ValueError(f"the grid pose head needs a square token grid, got {n} tokens")
+            grid = self.norm(tokens).transpose(1, 2).reshape(b, c, side, side)
+            raw = self.mlp(self.convs(grid)).float()
         return torch.cat([F.normalize(raw[:, :2], dim=-1, eps=1e-6), F.normalize(raw[:, 2:], dim=-1, eps=1e-6)], dim=-1)
 
 

@@ -50,10 +50,11 @@ from panolam.geometry.cameras import Cameras
 from panolam.model.checkpoint import CheckpointError, load_weights_into, save_model
 from panolam.model.panolam import PanoLAM
 from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
-from panolam.train.losses import PanoLAMLoss
+from panolam.train.losses import PanoLAMLoss, pose_only_loss
 from panolam.train.state_io import STATE_JSON, TrainStateError, has_state, load_state, save_state
 
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", STATE_JSON
+TRAINABLE = ("all", "pose_head", "heads")  # train.trainable
 STAGING_GLOB = ".step_*.tmp-*"
 
 
@@ -275,7 +276,7 @@ class Trainer:
         if t.init_weights:
             meta = load_weights_into(self.model, resolve_init_weights(t.init_weights), allow_missing=True)
             if meta.get("missing_keys") and self.rank == 0:
-                print(f"train.init_weights: {len(meta['missing_keys'])} parameters are new in this network and keep "
+                print(f"train.init_weights: {len(meta['missing_keys'])} parameters are new or rebuilt in this network and keep "
                       f"their initialisation ({', '.join(sorted({k.split('.')[0] for k in meta['missing_keys']}))})")
         # DDP cannot broadcast sparse buffers (the densification matrix); they are derived identically on every rank.
         sparse = [n for n, b in self.model.named_buffers() if b.is_sparse]
@@ -285,6 +286,18 @@ class Trainer:
         random.seed(t.seed + self.rank)
         torch.manual_seed(t.seed + 7919 * self.rank)
         self.gen = torch.Generator().manual_seed(t.seed + 104729 * self.rank)
+        if t.trainable not in TRAINABLE:
+            raise ValueError(f"train.trainable must be one of {TRAINABLE}, got {t.trainable!r}")
+        self.pose_only = t.trainable == "pose_head"
+        if self.pose_only:
+            if not cfg.model.pixel_aligned:
+                raise ValueError("train.trainable=pose_head needs a network with a pose head (model.pixel_aligned=true)")
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith("pose_head."))
+        elif t.trainable == "heads":  # the image tokens stay exactly as they were: a pose head trained on them stays valid
+            for name, p in self.model.named_parameters():
+                if name.startswith(("encoder.", "pose_head.")):
+                    p.requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         # The scheduler is not passed to accelerate.prepare: that wrapper steps it once per process.
@@ -379,8 +392,11 @@ class Trainer:
         batch = _to_device(batch, self.accel.device)
         self.model.train()
         with self.accel.autocast():
-            out = self.model(**model_inputs(batch, self.cfg, self.accel.device, self.gen))
-        result = self.loss_fn(out, batch)
+            if self.pose_only:
+                out = self.model(encoder_input(batch, self.cfg.model.image_size, self.accel.device), pose_only=True)
+            else:
+                out = self.model(**model_inputs(batch, self.cfg, self.accel.device, self.gen))
+        result = pose_only_loss(out.pose, batch) if self.pose_only else self.loss_fn(out, batch)
         if not torch.isfinite(result.total):
             raise NonFiniteLoss(f"non-finite loss {result.total.item()} at step {self.step} (rank {self.rank}) for subjects "
                                 f"{list(batch['subject'])}; terms: { {k: float(v) for k, v in result.terms.items()} }")
@@ -405,7 +421,7 @@ class Trainer:
                 self.writer.add_scalar(f"absent/{k}", 1.0, self.step)
             self.writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.step)
             self.writer.add_scalar("throughput/samples_per_s", len(batch["subject"]) * self.world / max(seconds, 1e-9), self.step)
-        if t.sample_every > 0 and self.step % t.sample_every == 0:
+        if t.sample_every > 0 and self.step % t.sample_every == 0 and result.renders:
             self.writer.add_image("samples/target_dense_coarse_triplane", sample_grid(result, batch, t.render_size), self.step)
 
     def fit(self, stop_after: int | None = None) -> dict[str, float]:

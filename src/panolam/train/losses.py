@@ -38,6 +38,18 @@ class LossResult:
     renders: dict[str, torch.Tensor]  # detached (B, N_v, H, W, 3) renders, for sample images
 
 
+def pose_loss(pose: torch.Tensor, world_to_cam: torch.Tensor) -> torch.Tensor:
+    """Squared error of the pose head's (sin, cos) yaw/pitch vector (B, 4) against the input cameras (B, 4, 4)."""
+    target = pose_vector(*camera_pose_deg(world_to_cam.float()))
+    return ((pose.float() - target) ** 2).sum(-1).mean()
+
+
+def pose_only_loss(pose: torch.Tensor, batch: dict) -> LossResult:
+    """The whole loss of ``train.trainable=pose_head`` runs: the pose term alone, nothing rendered."""
+    loss = pose_loss(pose, batch["world_to_cam"][:, 0].to(pose.device))
+    return LossResult(loss, {"pose": loss.detach(), "total": loss.detach()}, (), {})
+
+
 def batch_cameras(batch: dict, size: int) -> list[Cameras]:
     """One :class:`Cameras` per batch item at ``size``×``size`` from the batch's stored intrinsics."""
     h, w = batch["images"].shape[-2:]
@@ -140,8 +152,7 @@ class PanoLAMLoss(nn.Module):
                 absent.append("rgb_st")
             pose = getattr(output, "pose", None)
             if pose is not None and cfg.lambda_pose > 0:
-                target_pose = pose_vector(*camera_pose_deg(batch["world_to_cam"][:, 0].to(device).float()))
-                pose_l = ((pose.float() - target_pose) ** 2).sum(-1).mean()
+                pose_l = pose_loss(pose, batch["world_to_cam"][:, 0].to(device))
                 total = total + cfg.lambda_pose * pose_l
                 terms["pose"] = pose_l.detach()  # (networks without a pose head have no such term: not "absent")
             terms["total"] = total.detach()
