@@ -73,7 +73,7 @@ PRESETS: dict[str, ModelConfig] = {
         encoder="vit", encoder_frozen=False, image_size=224, vit_dim=192, vit_depth=8, vit_heads=3,
         encoder_layers=(2, 4, 6, 8), c_t=192, heads=6, point_blocks=3, triplane_blocks=2,
         template_vertices=2500, dense_points=6000, area_threshold=1e-4, triplane_res=32,
-        triplane_channels=16, triplane_upsample=2, ray_samples=8, pixel_aligned=True,
+        triplane_channels=16, triplane_upsample=2, ray_samples=8, pixel_aligned=True, dense_scale_floor=0.5,
     ),
     "tiny": ModelConfig(
         encoder="vit", encoder_frozen=False, image_size=56, vit_dim=32, vit_depth=4, vit_heads=2,
