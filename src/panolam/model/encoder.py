@@ -159,7 +159,13 @@ def _load_hf_dir(path: Path, cfg: ModelConfig):
 
 
 def build_backbone(cfg: ModelConfig, load_weights: bool = True):
-    """The transformers Dinov2Model for ``cfg``: from local weights, or randomly initialised."""
+    """The transformers Dinov2Model for ``cfg``: from local weights, or randomly initialised. For
+    ``encoder="vit"`` with ``load_weights=False`` (a checkpoint overwrites every weight right after) it is
+    the uninitialised :class:`~panolam.model.vit.MiniViT` instead: same keys and numerics, no transformers import."""
+    if cfg.encoder == "vit" and not load_weights:
+        from panolam.model.vit import MiniViT, ViTConfig
+
+        return MiniViT(ViTConfig(cfg.vit_dim, cfg.vit_depth, cfg.vit_heads, cfg.patch_size, cfg.image_size))
     from transformers import Dinov2Model
 
     if cfg.encoder == "vit":
