@@ -40,11 +40,42 @@ def _empty(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.empty(*shape))
 
 
+class _Linear(nn.Module):
+    """``nn.Linear``'s parameters and forward, left uninitialised (no meta device: that imports sympy)."""
+
+    def __init__(self, n_in: int, n_out: int) -> None:
+        super().__init__()
+        self.weight, self.bias = _empty(n_out, n_in), _empty(n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class _LayerNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps = _empty(dim), _empty(dim), eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+
+
+class _Conv(nn.Module):
+    """``nn.Conv2d(3, dim, p, stride=p)``: patchify."""
+
+    def __init__(self, dim: int, patch: int) -> None:
+        super().__init__()
+        self.weight, self.bias, self.stride = _empty(dim, 3, patch, patch), _empty(dim), patch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride)
+
+
 class _PatchEmbeddings(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         self.patch_size = (cfg.patch_size, cfg.patch_size)
-        self.projection = nn.Conv2d(3, cfg.hidden_size, cfg.patch_size, stride=cfg.patch_size, device="meta")
+        self.projection = _Conv(cfg.hidden_size, cfg.patch_size)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.projection(pixels).flatten(2).transpose(1, 2)
@@ -89,10 +120,10 @@ class _Attention(nn.Module):
         self.heads = cfg.num_attention_heads
         self.head_dim = d // self.heads
         self.scaling = self.head_dim ** -0.5
-        self.q_proj = nn.Linear(d, d, device="meta")
-        self.k_proj = nn.Linear(d, d, device="meta")
-        self.v_proj = nn.Linear(d, d, device="meta")
-        self.o_proj = nn.Linear(d, d, device="meta")
+        self.q_proj = _Linear(d, d)
+        self.k_proj = _Linear(d, d)
+        self.v_proj = _Linear(d, d)
+        self.o_proj = _Linear(d, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (*x.shape[:-1], -1, self.head_dim)
@@ -114,8 +145,8 @@ class _MLP(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         hidden = int(cfg.hidden_size * cfg.mlp_ratio)
-        self.fc1 = nn.Linear(cfg.hidden_size, hidden, device="meta")
-        self.fc2 = nn.Linear(hidden, cfg.hidden_size, device="meta")
+        self.fc1 = _Linear(cfg.hidden_size, hidden)
+        self.fc2 = _Linear(hidden, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
@@ -124,10 +155,10 @@ class _MLP(nn.Module):
 class _Layer(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, device="meta")
+        self.norm1 = _LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
         self.attention = _Attention(cfg)
         self.layer_scale1 = _LayerScale(cfg)
-        self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, device="meta")
+        self.norm2 = _LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
         self.mlp = _MLP(cfg)
         self.layer_scale2 = _LayerScale(cfg)
 
@@ -152,8 +183,7 @@ class MiniViT(nn.Module):
         self.config = cfg
         self.embeddings = _Embeddings(cfg)
         self.encoder = _Encoder(cfg)
-        self.layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps, device="meta")
-        self.to_empty(device="cpu")
+        self.layernorm = _LayerNorm(cfg.hidden_size, cfg.layer_norm_eps)
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False) -> ViTOutput:
         x = self.embeddings(pixel_values)
