@@ -10,7 +10,8 @@ y ≈ +0.265, chin y ≈ −0.247 (head height ≈ 0.51), width ≈ 0.35 without
 them, depth ≈ 0.45 (back of the head z ≈ −0.225, nose tip z ≈ +0.221), neck (radius ≈ 0.095)
 down to a flat cap at y = −0.40, centred on x = 0. A camera at radius 2.7 with the EG3D FOV sees
 about ±0.32 at the origin, so the head fills most of the frame as in EG3D/SphereHead renders.
-The same call gives the same bytes (and is cached per process: generation takes about a second).
+The same call gives the same bytes (cached per process and on disk, see :mod:`panolam.cache`:
+generation takes about a second).
 """
 
 from __future__ import annotations
@@ -270,12 +271,20 @@ def label_regions(p: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _builtin_arrays(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vertices (float32), faces and regions of the built-in head; cached (it takes ~1-3 s)."""
-    dirs = _fibonacci_sphere(n)
-    faces = _sphere_faces(dirs)
-    origins, rays = _sweep_rays(dirs)
-    p = _relax(_first_hit(origins, rays), faces, iters=30)
-    return p.astype(np.float32), faces, label_regions(p)
+    """Vertices (float32), faces and regions of the built-in head; cached in this process and on disk
+    (:mod:`panolam.cache`, keyed by ``n``, this file's source and the numpy version): it takes ~1-3 s."""
+    from panolam.cache import cached_arrays, source_hash
+
+    def compute() -> dict[str, np.ndarray]:
+        dirs = _fibonacci_sphere(n)
+        faces = _sphere_faces(dirs)
+        origins, rays = _sweep_rays(dirs)
+        p = _relax(_first_hit(origins, rays), faces, iters=30)
+        return {"vertices": p.astype(np.float32), "faces": faces, "regions": label_regions(p)}
+
+    inputs = {"n": n, "source": source_hash(__file__), "numpy": np.__version__}
+    out = cached_arrays("builtin-template", inputs, compute)
+    return out["vertices"], out["faces"], out["regions"]
 
 
 def builtin_template(target_vertices: int = 5023) -> HeadTemplate:
