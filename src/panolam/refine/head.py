@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from panolam.config.render import REFINE_STEPS
 from panolam.gaussians import Gaussians
+from panolam.refine.adam import make_adam
 from panolam.geometry.cameras import Cameras
 from panolam.render import rasterize
 
@@ -198,7 +199,7 @@ def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_
     dc = torch.zeros_like(g0.colors, requires_grad=True)
     do = torch.zeros_like(g0.opacities, requires_grad=True)
     dm = torch.zeros_like(g0.means, requires_grad=True)
-    opt = torch.optim.Adam([dc, do, dm], lr=lr)
+    opt = make_adam([dc, do, dm], lr)  # torch's Adam numerics; on CPU without importing torch._dynamo
     perceptual = _perceptual(lpips_net, str(device)) if lpips_weight > 0 else None
     norm = 3 * m.sum()
 
