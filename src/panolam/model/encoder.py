@@ -7,7 +7,9 @@ local path given by ``encoder_weights`` — a Hugging Face directory (``config.j
 ``model.safetensors``) or an official ``dinov2_vit*14_pretrain.pth`` file, whose keys are mapped to
 the transformers layout here. Nothing is ever fetched from a hub; without weights the backbone is
 randomly initialised and a warning says so. ``encoder="vit"`` builds the same class at the small
-sizes of the config, randomly initialised and trainable (the CPU presets). ``encoder="vgg"`` is a
+sizes of the config, randomly initialised and trainable (the CPU presets); a checkpoint of it is loaded
+into :class:`panolam.model.vit.MiniViT` instead (same keys, same numerics, no transformers import,
+which costs ~4 s of a cold start). ``encoder="vgg"`` is a
 pretrained CNN instead (DESIGN §9): the shift-tolerant VGG16 trunk whose weights ship in
 ``stlpips-pytorch`` (see :mod:`panolam.model.cnn_trunk`), ALWAYS frozen whatever ``encoder_frozen``
 says (it is a fixed feature extractor, and then checkpoints need not store it); its relu3_3, relu4_3 and relu5_3 maps
