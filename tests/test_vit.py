@@ -64,3 +64,27 @@ def test_shipped_model_loads_into_minivit_with_unchanged_outputs() -> None:
         ref_tokens = ref(pixel_values=x, output_hidden_states=True).hidden_states
     for a, b in zip(tokens, ref_tokens):
         assert (a - b).abs().max().item() <= 1e-5
+
+
+def test_shipped_model_forward_identical_with_transformers_backbone() -> None:
+    """The whole network's output with the MiniViT backbone equals, bit for bit, that of the same
+    checkpoint loaded into a model built with transformers' Dinov2Model (how it loaded before)."""
+    from transformers import Dinov2Model
+
+    from panolam.model.checkpoint import _read_weights, _resolve_dir, load_model
+    from panolam.model.panolam import PanoLAM
+
+    model, _ = load_model("src/panolam/assets/default_model")
+    before = PanoLAM(model.cfg, load_encoder_weights=True)
+    assert isinstance(before.encoder.backbone, Dinov2Model)
+    before.load_state_dict(_read_weights(_resolve_dir("src/panolam/assets/default_model")), strict=True)
+    before.eval()
+    torch.manual_seed(3)
+    x = torch.rand(1, 3, 160, 160)
+    with torch.no_grad():
+        a, b = model(x), before(x)
+    for name in ("means", "quats", "scales", "opacities", "colors"):
+        assert torch.equal(getattr(a.dense, name), getattr(b.dense, name)), name
+    assert torch.equal(a.planes, b.planes)
+    if a.pose is not None:
+        assert torch.equal(a.pose, b.pose)
