@@ -3,7 +3,8 @@
 L = λ3·L_rgb^G + λ4·L_rgb^ST + λ5·L_mask + λ6·L_st, with L_rgb = λ1·L1 + λ2·LPIPS on every one of
 the N_v views (the input view included). L_rgb^G and L_mask are summed over the coarse and the
 dense Gaussian renders (the paper supervises both); L_mask is L1 between rendered alpha and the
-mask; L_st is L1 between predicted and teacher tri-planes; L_rgb^ST compares the frozen tri-plane
+mask; L_st is L1 between predicted and teacher tri-planes (stored planes of another resolution are
+resampled to the model's, geometry.triplane.resample_planes); L_rgb^ST compares the frozen tri-plane
 decoder's volume render of the *predicted* planes with the targets (rendered at
 ``train.st_render_size`` and upsampled when that is smaller, to keep volume rendering
 affordable). A pixel-aligned network (``model.pixel_aligned``) adds λ_pose·L_pose, the squared error
@@ -25,6 +26,7 @@ from panolam.config.train import TrainConfig
 from panolam.gaussians.container import Gaussians
 from panolam.geometry.cameras import Cameras
 from panolam.model.pixel_aligned import camera_pose_deg, pose_vector
+from panolam.geometry.triplane import resample_planes
 from panolam.model.triplane_decoder import TriplaneRenderer
 from panolam.render import rasterize
 from panolam.train.perceptual import Perceptual
@@ -131,6 +133,8 @@ class PanoLAMLoss(nn.Module):
             planes = output.planes.float()
             teacher = batch.get("teacher_planes")
             if isinstance(teacher, torch.Tensor) and cfg.lambda_st > 0:
+                if teacher.shape[:-2] == planes.shape[:-2] and teacher.shape[-2:] != planes.shape[-2:]:
+                    teacher = resample_planes(teacher.to(device).float(), tuple(planes.shape[-2:]))
                 if teacher.shape != planes.shape:
                     raise ValueError(f"teacher_planes {tuple(teacher.shape)} do not match predicted planes {tuple(planes.shape)}; "
                                      "refit the teacher with this model config")
