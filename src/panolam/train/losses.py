@@ -17,6 +17,7 @@ LPIPS normalisation are not bf16-safe. Targets are resized (antialiased) to ``re
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +26,14 @@ from torch import nn
 from panolam.config.train import TrainConfig
 from panolam.gaussians.container import Gaussians
 from panolam.geometry.cameras import Cameras
-from panolam.model.pixel_aligned import camera_pose_deg, pose_vector
 from panolam.geometry.triplane import resample_planes
+from panolam.model.pixel_aligned import camera_pose_deg, pose_vector
 from panolam.model.triplane_decoder import TriplaneRenderer
 from panolam.render import rasterize
 from panolam.train.perceptual import Perceptual
+
+if TYPE_CHECKING:
+    from panolam.train.gan_teacher import StDecoder
 
 
 @dataclasses.dataclass
@@ -88,7 +92,7 @@ def render_gaussians(gaussians: Gaussians, cameras: list[Cameras], background: f
 class PanoLAMLoss(nn.Module):
     """``loss(output, batch) -> LossResult``; holds the frozen perceptual net and optional frozen tri-plane renderer."""
 
-    def __init__(self, cfg: TrainConfig, st_renderer: TriplaneRenderer | None = None, background: float = 1.0,
+    def __init__(self, cfg: TrainConfig, st_renderer: TriplaneRenderer | StDecoder | None = None, background: float = 1.0,
                  perceptual: Perceptual | None = None) -> None:
         super().__init__()
         self.cfg, self.background = cfg, background
@@ -144,9 +148,10 @@ class PanoLAMLoss(nn.Module):
             else:
                 absent.append("st")
 
-            if self.st_renderer is not None and cfg.lambda_rgb_st > 0:
+            accepts = getattr(self.st_renderer, "accepts", None)
+            if self.st_renderer is not None and cfg.lambda_rgb_st > 0 and (accepts is None or accepts(batch)):
                 st_size = cfg.st_render_size or size
-                st_out = self.st_renderer.render(planes, [c.to(device) for c in cams], size=st_size)
+                st_out = self.st_renderer.render(planes, [c.to(device) for c in cams], size=st_size, batch=batch)
                 st_rgb = st_out.rgb if st_size == size else upsample_renders(st_out.rgb, size)
                 renders["triplane"] = st_rgb.detach()
                 lr, l1, lp = self.rgb_loss(st_rgb, target)
