@@ -42,9 +42,9 @@ class ModelConfig:
     dense_points: int = 10000
     # lambda_area, a triangle AREA in squared world units of the GAN frame the template lives in (the
     # built-in/FLAME template is scaled to crown y=0.265, chin y=-0.245: a head about 0.51 tall, total
-    # surface about 0.69). Used only with dense_points=0. In these units M_D≈10K needs faces of about
-    # 3.5e-5 (F_D≈2·M_D); the paper's 2e-6 would give roughly 3.4e5 faces (~1.7e5 points), so the
-    # paper's lambda_area must be in other units (FLAME metres?); that is unverified.
+    # surface about 0.69). Used only with dense_points=0. From the 5023-vertex template 1e-4 gives 7954
+    # points and 3.5e-5 gives 21476; the paper's 2e-6 gives 364070 (not its M_D = 10K), so the paper's
+    # lambda_area must be in other units (FLAME metres at another scale?); that is unverified.
     area_threshold: float = 2e-6
     # Gaussian heads.
     offset_coarse: float = 0.15  # eps_OC
