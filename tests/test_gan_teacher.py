@@ -45,7 +45,8 @@ def test_spherehead_decoder_loss_is_finite_reaches_the_planes_and_stays_frozen()
     loss = PanoLAMLoss(cfg, dec)
     from types import SimpleNamespace
 
-    from test_losses import _gaussians  # noqa: E402 (tests dir is on sys.path under pytest)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_losses import _gaussians
 
     planes = (torch.randn(1, 6, 32, 8, 8) * 0.1).requires_grad_(True)
     out = SimpleNamespace(coarse=_gaussians(seed=1), dense=_gaussians(), planes=planes)
@@ -87,7 +88,6 @@ def test_auto_kind(sh_data, tmp_path):
 
 @pytest.mark.slow
 def test_training_step_with_the_spherehead_teacher(sh_data, tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
     from panolam.train import loop
 
     cfg = get_config("tiny", ["model.triplane_channels=32", "data.views_per_step=2", "train.steps=1", "train.checkpoint_every=0",
@@ -99,3 +99,15 @@ def test_training_step_with_the_spherehead_teacher(sh_data, tmp_path):
     terms = trainer.fit()
     assert trainer.step == 1 and np.isfinite(terms["total"]) and np.isfinite(terms["rgb_st"]) and np.isfinite(terms["st"])
     assert all(torch.equal(v, before[k]) for k, v in trainer.loss_fn.st_renderer.state_dict().items())
+
+
+def test_superres_render_is_finite_and_differentiable():
+    torch.manual_seed(0)
+    dec = spherehead_decoder(str(FIX), superres=True, background=0.0)
+    planes = (torch.randn(1, 6, 32, 8, 8) * 0.1).requires_grad_(True)
+    cams = Cameras.orbit(torch.tensor([0.0]), torch.tensor([0.0]), width=16)
+    out = dec.render(planes, [cams], 16, {"gan_ws": torch.randn(1, dec.net.num_ws, 512) * 0.1})
+    assert out.rgb.shape == (1, 1, 16, 16, 3) and torch.isfinite(out.rgb).all()
+    assert (out.rgb <= out.alpha + 1e-6).all()  # premultiplied over a black background
+    out.rgb.sum().backward()
+    assert planes.grad.abs().sum() > 0
