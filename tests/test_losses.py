@@ -65,9 +65,20 @@ def test_teacher_and_frozen_decoder_terms_and_gradients():
 
 def test_mismatched_teacher_planes_are_an_error():
     batch = _batch(teacher=True)
-    batch["teacher_planes"] = torch.zeros(1, 6, 4, 4, 4)
+    batch["teacher_planes"] = torch.zeros(1, 6, 8, 8, 8)  # other channel count: no resampling can fix it
     with pytest.raises(ValueError, match="teacher_planes"):
         PanoLAMLoss(get_config("tiny").train)(_out(), batch)
+
+
+def test_teacher_planes_of_another_resolution_are_resampled_for_l_st():
+    from panolam.geometry.triplane import resample_planes
+
+    batch = _batch(teacher=True)
+    batch["teacher_planes"] = torch.randn(1, 6, 4, 16, 16)
+    out = _out()
+    res = PanoLAMLoss(get_config("tiny").train)(out, batch)
+    want = (out.planes - resample_planes(batch["teacher_planes"], 8)).abs().mean().item()
+    assert res.terms["st"].item() == pytest.approx(want, rel=1e-5)
 
 
 def test_low_resolution_triplane_render_is_upsampled_and_matches_a_direct_render():

@@ -37,8 +37,15 @@ class ModelConfig:
     # Template and densification.
     template: str = "builtin"  # "builtin" or a path to a user-owned FLAME file
     template_vertices: int = 5023  # target M_C for the built-in template
-    dense_points: int = 10000  # M_D
-    area_threshold: float = 2e-6  # lambda_area (template units of the GAN world frame)
+    # M_D. > 0: exactly this many dense points (largest faces split first; area_threshold unused).
+    # 0: the paper's stopping rule, split every face until each one's area is below area_threshold.
+    dense_points: int = 10000
+    # lambda_area, a triangle AREA in squared world units of the GAN frame the template lives in (the
+    # built-in/FLAME template is scaled to crown y=0.265, chin y=-0.245: a head about 0.51 tall, total
+    # surface about 0.69). Used only with dense_points=0. From the 5023-vertex template 1e-4 gives 7954
+    # points and 3.5e-5 gives 21476; the paper's 2e-6 gives 364070 (not its M_D = 10K), so the paper's
+    # lambda_area must be in other units (FLAME metres at another scale?); that is unverified.
+    area_threshold: float = 2e-6
     # Gaussian heads.
     offset_coarse: float = 0.15  # eps_OC
     offset_dense: float = 0.056  # eps_OD

@@ -35,6 +35,14 @@ class TrainConfig:
     lpips_weights: str | None = None  # local standard-LPIPS file; None = shipped ST-LPIPS
     lpips_net: str = "vgg"  # trunk of the shipped ST-LPIPS used as the loss ("vgg" or "alex"; eval always uses "alex")
     st_decoder: str | None = None  # frozen tri-plane decoder (.safetensors from `panolam teacher fit`); None = no L_rgb^ST
+    # Which frozen decoder renders the predicted planes for L_rgb^ST (train/gan_teacher.py): "panolam" =
+    # st_decoder above; "spherehead" = the SphereHead generator in st_decoder_checkpoint (official .pkl or
+    # converted .safetensors, read by the safe loader of `panolam data gan`; needs model.triplane_channels=32
+    # and a SphereHead dataset's gan_ws); "auto" = spherehead when a training dataset was made by SphereHead
+    # and st_decoder_checkpoint is set, else panolam. st_superres: also run SphereHead's super-resolution.
+    st_decoder_kind: str = "auto"
+    st_decoder_checkpoint: str | None = None
+    st_superres: bool = False
     # Side of the tri-plane volume render for L_rgb^ST (0 = render_size); a smaller render is
     # upsampled to render_size before the loss. Volume rendering costs ~48 MLP samples per pixel,
     # so on a CPU a quarter of the pixels keeps L_rgb^ST from dominating the step.

@@ -123,3 +123,30 @@ def ray_sample_points(points: torch.Tensor, centers: torch.Tensor, num_samples: 
     else:
         t = torch.linspace(-0.5 * interval, 0.5 * interval, num_samples, dtype=points.dtype, device=points.device)
     return points[:, :, None, None, :] + t[:, None] * d[:, :, :, None, :]
+
+
+def resample_planes(planes: torch.Tensor, res: int | tuple[int, int]) -> torch.Tensor:
+    """Planes (..., C, H, W) resampled to (..., C, res, res) (or (h, w) for a pair), e.g. stored teacher
+    planes to the model's ``triplane_res`` for L_st.
+
+    Downsampling uses area averaging (``F.interpolate(mode="area")``: the mean of the source cells
+    each target cell covers, exact block means for integer factors); upsampling uses bilinear
+    interpolation with ``align_corners=False`` — the cell-centre convention ``grid_sample`` uses in
+    :func:`sample_spherical_planes`, so a plane and its resample describe the same field over
+    [−1, 1]². Mixed cases (one side up, the other down) use bilinear. The same size returns the
+    input unchanged. Constant planes stay constant; differentiable in ``planes``.
+    """
+    h, w = (res, res) if isinstance(res, int) else (int(res[0]), int(res[1]))
+    if h < 1 or w < 1:
+        raise ValueError(f"res must be >= 1, got {res}")
+    if planes.dim() < 3:
+        raise ValueError(f"planes must be (..., C, H, W), got {tuple(planes.shape)}")
+    lead, (c, h0, w0) = planes.shape[:-3], planes.shape[-3:]
+    if (h0, w0) == (h, w):
+        return planes
+    x = planes.reshape(-1, c, h0, w0)
+    if h <= h0 and w <= w0:
+        y = F.interpolate(x, size=(h, w), mode="area")
+    else:
+        y = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return y.reshape(*lead, c, h, w)

@@ -84,7 +84,11 @@ class PanoLAM(nn.Module):
         self.cfg = cfg
         template = load_template(cfg.template, cfg.template_vertices)
         verts = template.vertices.float()
-        W, dense_faces = build_densified_mesh(verts, template.faces, cfg.area_threshold, cfg.dense_points)
+        if cfg.dense_points < 0:
+            raise ValueError(f"model.dense_points must be >= 0 (0 = stop by model.area_threshold), got {cfg.dense_points}")
+        # dense_points > 0: exactly that many points; 0: the paper's rule, split until every face < area_threshold.
+        target = cfg.dense_points if cfg.dense_points > 0 else None
+        W, dense_faces = build_densified_mesh(verts, template.faces, cfg.area_threshold, target)
         W = W.float().coalesce()
         self.register_buffer("template_vertices", verts, persistent=False)
         self.register_buffer("densify_matrix", W, persistent=False)

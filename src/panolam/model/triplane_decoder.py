@@ -166,8 +166,9 @@ class TriplaneRenderer(nn.Module):
         return feats, alpha, depth
 
     def render(self, planes: torch.Tensor, cameras: Cameras | Sequence[Cameras], size: int | None = None,
-               jitter: bool = False, generator: torch.Generator | None = None) -> TriplaneRender:
-        """Render each batch item from its cameras (one :class:`Cameras` for all items, or one per item)."""
+               jitter: bool = False, generator: torch.Generator | None = None, batch: dict | None = None) -> TriplaneRender:
+        """Render each batch item from its cameras (one :class:`Cameras` for all items, or one per item).
+        ``batch`` is ignored (the L_rgb^ST decoder protocol, ``train.gan_teacher.StDecoder``)."""
         if planes.dim() != 5 or planes.shape[1] != 6:
             raise ValueError(f"planes must be (B, 6, C, H, W), got {tuple(planes.shape)}")
         b = planes.shape[0]

@@ -35,7 +35,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ from panolam.geometry.cameras import Cameras
 from panolam.model.checkpoint import CheckpointError, load_weights_into, save_model
 from panolam.model.panolam import PanoLAM
 from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
+from panolam.train.gan_teacher import SphereHeadDecoder, resolve_kind, spherehead_decoder
 from panolam.train.losses import PanoLAMLoss, pose_only_loss
 from panolam.train.state_io import STATE_JSON, TrainStateError, has_state, load_state, save_state
 
@@ -197,9 +198,16 @@ class MixedStream:
             s.restore(p)
 
 
-def build_st_renderer(cfg: PanoLAMConfig) -> TriplaneRenderer | None:
-    """The frozen tri-plane renderer from ``train.st_decoder`` (None when unset)."""
+def build_st_renderer(cfg: PanoLAMConfig, roots: Sequence[str | os.PathLike] = ()) -> TriplaneRenderer | SphereHeadDecoder | None:
+    """The frozen decoder of L_rgb^ST for ``train.st_decoder_kind`` (train/gan_teacher.py): SphereHead's
+    from ``train.st_decoder_checkpoint``, or our fitted one from ``train.st_decoder`` (None when unset).
+    ``roots`` are the training datasets ("auto" looks for one made by SphereHead)."""
     t = cfg.train
+    kind = resolve_kind(t.st_decoder_kind, t.st_decoder_checkpoint, roots)
+    if kind == "spherehead":
+        if not t.st_decoder_checkpoint:
+            raise ValueError("train.st_decoder_kind=spherehead needs train.st_decoder_checkpoint (the SphereHead .pkl/.safetensors)")
+        return spherehead_decoder(t.st_decoder_checkpoint, roots, background=cfg.data.background, superres=t.st_superres)
     if not t.st_decoder:
         return None
     from safetensors import SafetensorError
@@ -303,8 +311,8 @@ class Trainer:
         # The scheduler is not passed to accelerate.prepare: that wrapper steps it once per process.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(t.warmup_steps, t.steps))
         self.model, self.optimizer = self.accel.prepare(self.model, self.optimizer)
-        self.loss_fn = PanoLAMLoss(t, build_st_renderer(cfg), background=cfg.data.background).to(self.accel.device)
         roots = [self.data_root] if isinstance(self.data_root, (str, os.PathLike)) else list(self.data_root)
+        self.loss_fn = PanoLAMLoss(t, build_st_renderer(cfg, roots), background=cfg.data.background).to(self.accel.device)
         datasets = [MultiViewDataset(root, "train", views_per_step=cfg.data.views_per_step, fixed_views=cfg.data.fixed_views,
                                      seed=t.seed, rank=self.rank, world_size=self.world, background=[cfg.data.background] * 3,
                                      shuffle_buffer=cfg.data.shuffle_buffer, input_effects=cfg.data.input_effects,

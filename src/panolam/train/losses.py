@@ -3,7 +3,8 @@
 L = λ3·L_rgb^G + λ4·L_rgb^ST + λ5·L_mask + λ6·L_st, with L_rgb = λ1·L1 + λ2·LPIPS on every one of
 the N_v views (the input view included). L_rgb^G and L_mask are summed over the coarse and the
 dense Gaussian renders (the paper supervises both); L_mask is L1 between rendered alpha and the
-mask; L_st is L1 between predicted and teacher tri-planes; L_rgb^ST compares the frozen tri-plane
+mask; L_st is L1 between predicted and teacher tri-planes (stored planes of another resolution are
+resampled to the model's, geometry.triplane.resample_planes); L_rgb^ST compares the frozen tri-plane
 decoder's volume render of the *predicted* planes with the targets (rendered at
 ``train.st_render_size`` and upsampled when that is smaller, to keep volume rendering
 affordable). A pixel-aligned network (``model.pixel_aligned``) adds λ_pose·L_pose, the squared error
@@ -16,6 +17,7 @@ LPIPS normalisation are not bf16-safe. Targets are resized (antialiased) to ``re
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -24,10 +26,14 @@ from torch import nn
 from panolam.config.train import TrainConfig
 from panolam.gaussians.container import Gaussians
 from panolam.geometry.cameras import Cameras
+from panolam.geometry.triplane import resample_planes
 from panolam.model.pixel_aligned import camera_pose_deg, pose_vector
 from panolam.model.triplane_decoder import TriplaneRenderer
 from panolam.render import rasterize
 from panolam.train.perceptual import Perceptual
+
+if TYPE_CHECKING:
+    from panolam.train.gan_teacher import StDecoder
 
 
 @dataclasses.dataclass
@@ -86,7 +92,7 @@ def render_gaussians(gaussians: Gaussians, cameras: list[Cameras], background: f
 class PanoLAMLoss(nn.Module):
     """``loss(output, batch) -> LossResult``; holds the frozen perceptual net and optional frozen tri-plane renderer."""
 
-    def __init__(self, cfg: TrainConfig, st_renderer: TriplaneRenderer | None = None, background: float = 1.0,
+    def __init__(self, cfg: TrainConfig, st_renderer: TriplaneRenderer | StDecoder | None = None, background: float = 1.0,
                  perceptual: Perceptual | None = None) -> None:
         super().__init__()
         self.cfg, self.background = cfg, background
@@ -131,6 +137,8 @@ class PanoLAMLoss(nn.Module):
             planes = output.planes.float()
             teacher = batch.get("teacher_planes")
             if isinstance(teacher, torch.Tensor) and cfg.lambda_st > 0:
+                if teacher.shape[:-2] == planes.shape[:-2] and teacher.shape[-2:] != planes.shape[-2:]:
+                    teacher = resample_planes(teacher.to(device).float(), tuple(planes.shape[-2:]))
                 if teacher.shape != planes.shape:
                     raise ValueError(f"teacher_planes {tuple(teacher.shape)} do not match predicted planes {tuple(planes.shape)}; "
                                      "refit the teacher with this model config")
@@ -140,9 +148,10 @@ class PanoLAMLoss(nn.Module):
             else:
                 absent.append("st")
 
-            if self.st_renderer is not None and cfg.lambda_rgb_st > 0:
+            accepts = getattr(self.st_renderer, "accepts", None)
+            if self.st_renderer is not None and cfg.lambda_rgb_st > 0 and (accepts is None or accepts(batch)):
                 st_size = cfg.st_render_size or size
-                st_out = self.st_renderer.render(planes, [c.to(device) for c in cams], size=st_size)
+                st_out = self.st_renderer.render(planes, [c.to(device) for c in cams], size=st_size, batch=batch)
                 st_rgb = st_out.rgb if st_size == size else upsample_renders(st_out.rgb, size)
                 renders["triplane"] = st_rgb.detach()
                 lr, l1, lp = self.rgb_loss(st_rgb, target)
