@@ -7,12 +7,13 @@ whose encoders or key sets differ, because then the pose head would read other t
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
+
+from panolam.atomic import atomic_write_bytes
 
 
 def merge(heads_dir: Path, pose_dir: Path, out_dir: Path) -> int:
@@ -28,11 +29,8 @@ def merge(heads_dir: Path, pose_dir: Path, out_dir: Path) -> int:
     if not moved:
         raise SystemExit("no pose_head.* tensors: train with --set model.pixel_aligned=true")
     heads.update({k: pose[k] for k in moved})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "model.safetensors.tmp"
-    save_file(heads, str(tmp), metadata={"format": "pt"})
-    tmp.replace(out_dir / "model.safetensors")
-    shutil.copy(heads_dir / "panolam.json", out_dir / "panolam.json")
+    atomic_write_bytes(out_dir / "model.safetensors", save(heads, metadata={"format": "pt"}))
+    atomic_write_bytes(out_dir / "panolam.json", (heads_dir / "panolam.json").read_bytes())
     return len(moved)
 
 

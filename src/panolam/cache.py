@@ -11,14 +11,16 @@ cannot be written only warns: the cache never raises.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from panolam.atomic import atomic_write_bytes
 
 FORMAT_VERSION = 1
 ENV = "PANOLAM_CACHE_DIR"
@@ -53,15 +55,9 @@ def _read(path: Path, key: str) -> dict[str, np.ndarray]:
 
 
 def _write(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **{_KEY_FIELD: np.array(key)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, **{_KEY_FIELD: np.array(key)})
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def cached_arrays(name: str, inputs: dict[str, Any],

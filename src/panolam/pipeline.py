@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
+from panolam.atomic import atomic_write_bytes
 from panolam.gaussians import Gaussians
-from panolam.gaussians.ply import atomic_write_bytes, save_ply, save_splat
+from panolam.gaussians.ply import save_ply, save_splat
 from panolam.geometry.cameras import Cameras
 from panolam.runtime import resolve_device
 

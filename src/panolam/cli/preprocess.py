@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from panolam.gaussians.ply import atomic_write_bytes
+    from panolam.atomic import atomic_write_bytes
     from panolam.preprocess import PreprocessError, frame_photo, load_photo, save_png
     from panolam.preprocess.framing import MultipleFacesWarning
 

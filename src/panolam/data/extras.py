@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from panolam.data.format import decode_npy, encode_npy
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 
 EXTRAS_DIR = "extras"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -20,7 +20,7 @@ import numpy as np
 
 from panolam.data.labels import label_file, read_labels, set_label
 from panolam.data.manifest import Manifest, load_manifest
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 
 FILTERS = ("all", "unlabelled", "rejected", "accepted")
 SHEET_AZIMUTHS = {"front": 0.0, "left": 90.0, "back": 180.0, "right": -90.0}

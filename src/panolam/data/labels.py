@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 
 DECISIONS = ("accept", "reject", "clear")
 LABEL_DIR = "labels"

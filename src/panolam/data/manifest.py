@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from panolam.data.format import FORMAT_VERSION, SPLITS
 from panolam.errors import PanoLAMError
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from panolam.eval.evaluate import EvalReport
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 
 
 # What colour r means, for every table that shows it.

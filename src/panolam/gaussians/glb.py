@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from panolam import __version__
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 
 GLB_MAGIC, GLB_VERSION = 0x46546C67, 2  # b"glTF"
 CHUNK_JSON, CHUNK_BIN = 0x4E4F534A, 0x004E4942  # b"JSON", b"BIN\0"

@@ -11,14 +11,13 @@ left is an error; every error names the file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from panolam.atomic import atomic_write_bytes
 from panolam.errors import PanoLAMError
 from panolam.gaussians.container import SH_C0, Gaussians
 
@@ -35,37 +34,6 @@ class PlyFormatError(PanoLAMError):
 
 class PlyWarning(UserWarning):
     """A PLY that loaded, but only after dropping unusable (non-finite) Gaussians."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def staging_dir(parent: str | Path, prefix: str) -> Path:
-    """A fresh directory in ``parent`` to fill and then rename into place, with the usual permissions
-    (``mkdtemp`` makes 0700 directories, which would survive the rename)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    path.chmod(0o777 & ~_umask())
-    return path
 
 
 def gaussians_to_ply_array(g: Gaussians) -> np.ndarray:

@@ -36,7 +36,7 @@ import torch
 from panolam.config import PanoLAMConfig, from_dict
 from panolam.config.model import ModelConfig
 from panolam.errors import PanoLAMError
-from panolam.gaussians.ply import staging_dir
+from panolam.atomic import staging_dir
 from panolam.model.panolam import PanoLAM
 
 FORMAT_VERSION = 1

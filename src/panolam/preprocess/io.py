@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from panolam.errors import PanoLAMError
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 
 MIN_SIDE = 64  # smaller photos hold too few pixels on the face to find landmarks or be worth reconstructing
 

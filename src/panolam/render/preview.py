@@ -148,7 +148,7 @@ def save_png(img: np.ndarray, path: str | Path) -> Path:
 
     from PIL import Image
 
-    from panolam.gaussians.ply import atomic_write_bytes
+    from panolam.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")

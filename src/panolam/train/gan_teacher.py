@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from panolam.data.gan.plugin import image_and_alpha, resize_square
 from panolam.geometry.cameras import Cameras
 from panolam.model.triplane_decoder import TriplaneRender
 
@@ -43,12 +43,6 @@ class StDecoder(Protocol):
 
     # Optional: ``accepts(batch) -> bool``; a batch it refuses (e.g. procedural data without gan_ws)
     # reports L_rgb^ST as absent instead of failing.
-
-
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
 
 
 class SphereHeadDecoder(nn.Module):
@@ -93,14 +87,10 @@ class SphereHeadDecoder(nn.Module):
             out = self.net.render_planes(grouped[i:i + 1].expand(n, *grouped.shape[1:]), ws[i:i + 1].expand(n, -1, -1), labels,
                                          self.nrr if self.superres else size)
             img = out.image if self.superres else out.image_raw
-            rgb = _resize((img.float() + 1) / 2, size).clamp(0, 1)
-            alpha = _resize(out.image_mask.float(), size).clamp(0, 1)
-            if self.alpha_threshold > 0:
-                t = self.alpha_threshold
-                alpha = ((alpha - t) / (1 - 2 * t)).clamp(0, 1)
+            rgb, alpha = image_and_alpha(img, out.image_mask, size, self.alpha_threshold)
             rgbs.append((rgb * alpha + self.background * (1 - alpha)).permute(0, 2, 3, 1))
             alphas.append(alpha.permute(0, 2, 3, 1))
-            depths.append(_resize(out.image_depth.float(), size).permute(0, 2, 3, 1))
+            depths.append(resize_square(out.image_depth.float(), size).permute(0, 2, 3, 1))
         return TriplaneRender(torch.stack(rgbs), torch.stack(alphas), torch.stack(depths))
 
 

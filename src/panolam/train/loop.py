@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 from panolam.config import PanoLAMConfig
 from panolam.data.dataset import MultiViewDataset, collate
 from panolam.errors import PanoLAMError
-from panolam.gaussians.ply import atomic_write_bytes, staging_dir
+from panolam.atomic import atomic_write_bytes, staging_dir
 from panolam.geometry.cameras import Cameras
 from panolam.model.checkpoint import CheckpointError, load_weights_into, save_model
 from panolam.model.panolam import PanoLAM

@@ -32,7 +32,7 @@ from panolam.data.dataset import load_subject
 from panolam.data.extras import read_extra, write_extra
 from panolam.data.labels import rejected
 from panolam.data.manifest import load_manifest
-from panolam.gaussians.ply import atomic_write_bytes
+from panolam.atomic import atomic_write_bytes
 from panolam.geometry.cameras import Cameras
 from panolam.model.triplane_decoder import TriplaneRenderer, camera_rays, renderer_from_state
 

@@ -142,11 +142,7 @@ class GanGenerator:
             c = labels[i:i + self.batch]
             n = len(c)
             out = self.net.render_planes(planes.expand(n, *planes.shape[1:]), ws.expand(n, -1, -1), c, self.nrr, generator=gen)
-            rgb = _resize((out.image.float() + 1) / 2, size).clamp(0, 1)
-            alpha = _resize(out.image_mask.float(), size).clamp(0, 1)
-            if self.alpha_threshold > 0:
-                t = self.alpha_threshold
-                alpha = ((alpha - t) / (1 - 2 * t)).clamp(0, 1)
+            rgb, alpha = image_and_alpha(out.image, out.image_mask, size, self.alpha_threshold)
             rgbs.append((rgb * alpha).permute(0, 2, 3, 1).cpu())
             alphas.append(alpha.permute(0, 2, 3, 1).cpu())
         return torch.cat(rgbs), torch.cat(alphas)
@@ -166,10 +162,23 @@ def _file_id(path: Any) -> dict | None:
     return {"name": Path(path).name, "sha256": h.hexdigest()}
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+def resize_square(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, S, S) maps bilinearly resized to ``size`` (antialiased when shrinking)."""
     if x.shape[-1] == size:
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
+
+
+def image_and_alpha(image: torch.Tensor, mask: torch.Tensor, size: int, alpha_threshold: float = 0.0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A GAN render's image in [-1, 1] and accumulated opacity as RGB and alpha in [0, 1] at ``size``
+    (N, C, size, size), the alpha sharpened to a matte when ``alpha_threshold`` > 0: how the dataset
+    images are made, and how the L_rgb^ST teacher (train.gan_teacher) renders to match them."""
+    rgb = resize_square((image.float() + 1) / 2, size).clamp(0, 1)
+    alpha = resize_square(mask.float(), size).clamp(0, 1)
+    if alpha_threshold > 0:
+        alpha = ((alpha - alpha_threshold) / (1 - 2 * alpha_threshold)).clamp(0, 1)
+    return rgb, alpha
 
 
 __all__ = ["GanGenerator", "build_network", "network_class", "frontal_label", "FAMILIES"]
