@@ -68,6 +68,10 @@ class ModelConfig:
     # project (RGB, mask, a conv-stem map, the token map) with a soft visibility test; see model/pixel_aligned.
     pixel_aligned: bool = False
     pose_head: str = "grid"  # "grid" (conv over the token grid) or "mean" (mean-pooled tokens; the first shipped head)
+    # Beyond the paper (pixel_aligned only): each point also reads the input silhouette along its own direction
+    # from the projected head centre (radial gap to the mask edge, the colour inside that edge, the crown
+    # colour); see model/silhouette.py.
+    silhouette_cues: bool = False
     # Beyond the paper: smallest dense-Gaussian scale as a fraction of the nominal dense point spacing,
     # applied smoothly (sqrt(s² + floor²)). 0 = none (the paper). Trained at a low render resolution,
     # Gaussians shrink below a pixel where that costs nothing and leave see-through gaps at higher ones.
