@@ -128,6 +128,7 @@ def test_cli_untrained_checkpoint_and_baseline(data, tmp_path, capsys):
         assert m["recon_s"] > 0 and m["render_ms_per_view"] > 0 and m["peak_mem_mb"] > 0
         assert m["apd_missing"] + (m["apd"] is not None) >= 1
         assert m["colour_r"] is None  # two subjects are too few for a correlation
+        assert 0 <= m["silhouette_iou"] <= 1
         for s in r["subjects"]:
             assert set(s["per_view"]) == {"front", "left", "right", "back"}
             assert len(s["pred_colour"]) == 3 and all(0 <= c <= 1 for c in s["pred_colour"] + s["gt_colour"])
@@ -135,6 +136,7 @@ def test_cli_untrained_checkpoint_and_baseline(data, tmp_path, capsys):
     md = (out / "metrics.md").read_text()
     assert "| Method | PSNR↑ | SSIM↑ | LPIPS↓ [ST-LPIPS (AlexNet)] | CSIM↑ | APD↓ |" in md
     assert "| ckpt |" in md and "| Template (mean colour) |" in md and "| Recon.(s) |" in md
+    assert "silhouette IoU" in md
     grid = np.asarray(Image.open(out / "grid.png"))
     assert grid.shape == (2 * ev.GRID_TILE, 9 * ev.GRID_TILE, 3)
 
@@ -169,3 +171,20 @@ def test_true_input_camera_is_handed_to_the_reconstructor(data):
     assert report.settings["input_camera"] == "estimated"
     with pytest.raises(ValueError, match="input_camera"):
         ev.evaluate(base, data, size=SIZE, input_camera="oracle", warmup=False)
+
+
+def test_silhouette_iou_of_known_shapes() -> None:
+    from panolam.eval.evaluate import silhouette_iou
+
+    white = torch.ones(3)
+    a = torch.ones(3, 3, 10, 10)
+    b = a.clone()
+    a[0, :, :, :4] = 0.2  # view 0: prediction covers columns 0-3 ...
+    b[0, :, :, 2:6] = 0.5  # ... truth columns 2-5: overlap 2 of 6 columns
+    a[1, :, 3:5, 3:5] = 0.0  # view 1: the same square in both
+    b[1, :, 3:5, 3:5] = 0.9
+    b[2, :, :5] = 0.0  # view 2: nothing predicted, half the image true
+    iou = silhouette_iou(a, b, white)
+    torch.testing.assert_close(iou, torch.tensor([2 / 6, 1.0, 0.0]))
+    # A near-background tint below the tolerance is not silhouette; both empty counts as a perfect match.
+    assert float(silhouette_iou(torch.full((1, 3, 4, 4), 0.97), torch.ones(1, 3, 4, 4), white)[0]) == 1.0

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     paths = write_report(reports[0], out, extra=reports[1:])
     for r in reports:
         m = r.mean()
-        print(f"{r.label}: PSNR {m['psnr']:.3f}  SSIM {m['ssim']:.4f}  ST-LPIPS {m['lpips']:.4f}  colour r {m['colour_r']:.2f}  "
+        print(f"{r.label}: PSNR {m['psnr']:.3f}  SSIM {m['ssim']:.4f}  ST-LPIPS {m['lpips']:.4f}  colour r {m['colour_r']:.2f}  silhouette IoU {m['silhouette_iou']:.3f}  "
               f"recon {m['recon_s']:.3f}s  render {m['render_ms_per_view']:.2f}ms/view  ({m['subjects']} subjects)")
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0

@@ -56,7 +56,9 @@ def markdown_tables(reports: Sequence[EvalReport]) -> str:
     lines += ["APD: mean |Δ Euler| (radians) of the FaceMesh head pose on the front view; subjects without a detected face are excluded."]
     means = [r.mean() for r in reports]
     lines += [f"Input reading, colour r ({COLOUR_R_MEANING}): "
-              + ", ".join(f"{r.label} {_num(m['colour_r'], 2)}" for r, m in zip(reports, means)) + ".", ""]
+              + ", ".join(f"{r.label} {_num(m['colour_r'], 2)}" for r, m in zip(reports, means)) + ".",
+              f"Shape, silhouette IoU over the four views (pixels that differ from the background): "
+              + ", ".join(f"{r.label} {_num(m['silhouette_iou'], 3)}" for r, m in zip(reports, means)) + ".", ""]
     lines += ["| Time | " + " | ".join(r.label for r in reports) + " |", "|---" * (len(reports) + 1) + "|"]
     lines.append("| Recon.(s) | " + " | ".join(_num(m["recon_s"], 3) for m in means) + " |")
     lines.append("| Render(ms/view) | " + " | ".join(_num(m["render_ms_per_view"], 2) for m in means) + " |")
