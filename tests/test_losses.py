@@ -95,3 +95,20 @@ def test_low_resolution_triplane_render_is_upsampled_and_matches_a_direct_render
     torch.testing.assert_close(res.renders["triplane"], upsample_renders(direct, 32), atol=1e-5, rtol=1e-5)
     res.total.backward()
     assert out.planes.grad.abs().sum() > 0
+
+
+def test_rgb_loss_with_shared_target_features_equals_recomputing_them():
+    cfg = get_config("tiny").train
+    loss = PanoLAMLoss(cfg)
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(1, 2, 3, 32, 32, generator=g)
+    pred = torch.rand(1, 2, 32, 32, 3, generator=g)
+    got = []
+    for feats in (None, loss.target_features(target)):
+        x = pred.clone().requires_grad_(True)
+        lr, _, lp = loss.rgb_loss(x, target, feats)
+        lr.backward()
+        got.append((lr.detach(), lp.detach(), x.grad))
+    assert got[0][1] > 0
+    for a, b in zip(got[0], got[1]):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)

@@ -121,3 +121,68 @@ def test_standard_lpips_layout_file_drops_in(tmp_path):
         assert "lin_only.pth" in str(e)
     else:
         raise AssertionError("lin-only file accepted")
+
+
+def _trunk_by_plain_autograd(p: Perceptual, x: torch.Tensor) -> list[torch.Tensor]:
+    """p.net's features with the stock ops (F.max_pool2d, F.pad + conv) instead of its lean-backward modules."""
+    from panolam.model.cnn_trunk import BlurPool
+
+    x = (2 * x - 1 - p.shift) / p.scale
+    feats = []
+    for k in range(1, p.net.num_slices + 1):
+        for m in getattr(p.net, f"slice{k}"):
+            if isinstance(m, torch.nn.MaxPool2d):
+                x = F.max_pool2d(x, m.kernel_size, m.stride)
+            elif isinstance(m, BlurPool):
+                x = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), m.filt, stride=2, groups=x.shape[1])
+            else:
+                x = m(x)
+        feats.append(x)
+    return feats
+
+
+def test_lean_backward_matches_plain_autograd_and_keeps_no_index_or_padded_copies():
+    # The trunk's max-pool (argmax recomputed in backward) and blur-pool (linear: no activation kept) give the
+    # gradient autograd gives for the stock ops; the graph then holds no int64 tensor and nothing but float maps.
+    p = Perceptual(net="vgg")
+    a = _images(seed=6, size=64)
+    g = torch.Generator().manual_seed(7)
+    proj = [torch.randn(f.shape[1:], generator=g) for f in _trunk_by_plain_autograd(p, a)]
+    grads = []
+    for run in (lambda x: p.features(x), lambda x: _trunk_by_plain_autograd(p, x)):
+        x = a.clone().requires_grad_(True)
+        dtypes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: dtypes.append(t.dtype) or t, lambda t: t):
+            feats = run(x)
+        sum((f * w).sum() for f, w in zip(feats, proj)).backward()
+        grads.append((x.grad, dtypes))
+    (lean, lean_dtypes), (plain, plain_dtypes) = grads
+    assert torch.allclose(lean, plain, rtol=1e-5, atol=1e-7 * float(plain.abs().max()))
+    assert torch.int64 in plain_dtypes and torch.int64 not in lean_dtypes
+
+
+def test_targets_without_gradient_and_precomputed_target_features_give_the_same_distance_and_gradient():
+    # Distance and gradient w.r.t. the prediction agree with the independent functional ST-AlexNet evaluation
+    # (trunk on both images in one batch, lin((ua - ub)^2)), whether the target goes in as images or as features.
+    sd = torch.load(stlpips_weight_path("alex"), map_location="cpu", weights_only=True)
+    p = Perceptual(net="alex")
+    a, b = _images(4, 64), _images(5, 64)
+    results = []
+    for kind in ("ref", "images", "features"):
+        x = a.clone().requires_grad_(True)
+        if kind == "ref":
+            d = _functional_st_alex(sd, x, b)
+        elif kind == "images":
+            d = p(x, b)
+        else:
+            d = p(x, target=p.target_features(b))
+        d.sum().backward()
+        results.append((d.detach(), x.grad))
+    (ref_d, ref_g), *ours = results
+    for d, grad in ours:
+        assert torch.allclose(d, ref_d, rtol=1e-4, atol=1e-6), (d, ref_d)
+        assert torch.allclose(grad, ref_g, rtol=1e-4, atol=1e-4 * float(ref_g.abs().max()))
+    # a target that needs a gradient still gets one
+    y = b.clone().requires_grad_(True)
+    p(a, y).sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0

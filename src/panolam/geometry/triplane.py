@@ -75,8 +75,11 @@ def sample_spherical_planes(planes: torch.Tensor, points: torch.Tensor, box_warp
         planes.reshape(b * 6, c, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
     feats = feats.reshape(b, 2, 3, c, n).permute(0, 1, 2, 4, 3)  # (B, sphere, plane, N, C)
-    w_a, w_b = w_a[:, None, :, None], w_b[:, None, :, None]
-    return (w_a * feats[:, 0] + w_b * feats[:, 1]) / (w_a + w_b + 1e-8)
+    # Normalise the per-point weights before they meet the (B, 3, N, C) features: the same blend, but
+    # backward then keeps no (B, 3, N, C) weighted sum for a division (B·3·N·C floats per query).
+    total = w_a + w_b + 1e-8
+    w_a, w_b = (w_a / total)[:, None, :, None], (w_b / total)[:, None, :, None]
+    return w_a * feats[:, 0] + w_b * feats[:, 1]
 
 
 def query_spherical_triplane(planes: torch.Tensor, points: torch.Tensor, box_warp: float = 1.0) -> torch.Tensor:

@@ -8,7 +8,9 @@ the two architectures with the same module names, so the files' ``net.sliceK.*``
 The shift-tolerant variants replace every strided layer by a stride-1 layer followed by an anti-aliasing
 :class:`BlurPool` (binomial [1,2,1]² filter, reflect padding of 2, stride 2). A file in the ``lpips``
 package's layout (a full ``LPIPS.state_dict()``, vanilla or shift tolerant) works too; the trunk kind is
-detected from its keys. Both the perceptual loss (``panolam.train.perceptual``) and the ``"vgg"`` image
+detected from its keys. Training memory: the max-pools recompute their argmax in backward instead of keeping an
+int64 index map, and the blur-pools (linear in their input) keep no activation at all; the gradients are those of
+the stock ops. Both the perceptual loss (``panolam.train.perceptual``) and the ``"vgg"`` image
 encoder (``panolam.model.encoder``) build on this module, which keeps the model package free of
 training imports.
 """
@@ -55,6 +57,34 @@ def _vgg_spec(shift_tolerant: bool) -> tuple[list[tuple], tuple[int, ...]]:
     return spec, (*cuts, len(spec))
 
 
+BLUR_PAD = (2, 2, 2, 2)
+
+
+def _blur(x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(F.pad(x, BLUR_PAD, mode="reflect"), filt, stride=2, groups=x.shape[1])
+
+
+class _BlurFunction(torch.autograd.Function):
+    """:func:`_blur` with a fixed filter, differentiated w.r.t. the input only. The blur is linear in
+    its input, so its backward needs no activation: autograd's own graph would keep the padded
+    input (for the conv) and the unpadded one (for the pad's shape), two full feature maps per
+    blur, alive until backward. Gradient: the conv's input-gradient, then the reflect pad's
+    backward (the same ATen kernels autograd calls)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, filt: torch.Tensor) -> torch.Tensor:
+        ctx.shape, ctx.padded = x.shape, (*x.shape[:2], x.shape[2] + 4, x.shape[3] + 4)
+        ctx.save_for_backward(filt)
+        return _blur(x, filt)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (filt,) = ctx.saved_tensors
+        g_pad = torch.nn.grad.conv2d_input(ctx.padded, filt, grad, stride=2, groups=ctx.shape[1])
+        like = g_pad.new_empty(ctx.shape)  # the pad's backward reads only the input's shape
+        return torch.ops.aten.reflection_pad2d_backward(g_pad, like, list(BLUR_PAD)), None
+
+
 class BlurPool(nn.Module):
     """Anti-aliased downsampling: reflect-pad 2, depthwise [1,2,1]⊗[1,2,1]/16 filter, stride 2."""
 
@@ -65,7 +95,42 @@ class BlurPool(nn.Module):
         self.register_buffer("filt", filt[None, None].repeat(channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), self.filt, stride=2, groups=x.shape[1])
+        if torch.is_grad_enabled() and x.requires_grad and not self.filt.requires_grad:
+            return _BlurFunction.apply(x, self.filt)
+        return _blur(x, self.filt)
+
+
+class _MaxPoolFunction(torch.autograd.Function):
+    """``F.max_pool2d`` that keeps only its input for backward (usually already kept by the ReLU before it)
+    and recomputes the argmax there, instead of holding an int64 index per output element (twice the
+    bytes of the float output) until backward. Same kernels, so the gradient is bit-identical."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.kernel, ctx.stride = kernel, stride
+        return F.max_pool2d(x, kernel, stride)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        k, s = ctx.kernel, ctx.stride
+        with torch.no_grad():
+            _, idx = F.max_pool2d(x, k, s, return_indices=True)
+        g = torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [k, k], [s, s], [0, 0], [1, 1], False, idx)
+        return g, None, None
+
+
+class MaxPool(nn.MaxPool2d):
+    """``nn.MaxPool2d(kernel, stride)`` whose training graph holds no index tensor (see :class:`_MaxPoolFunction`)."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__(kernel, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxPoolFunction.apply(x, self.kernel_size, self.stride)
+        return super().forward(x)
 
 
 def _layer(spec: tuple) -> nn.Module:
@@ -76,7 +141,7 @@ def _layer(spec: tuple) -> nn.Module:
     if kind == "relu":
         return nn.ReLU()
     if kind == "max":
-        return nn.MaxPool2d(spec[1], stride=spec[2])
+        return MaxPool(spec[1], stride=spec[2])
     return BlurPool(spec[1])
 
 

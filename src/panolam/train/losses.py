@@ -102,13 +102,24 @@ class PanoLAMLoss(nn.Module):
         if st_renderer is not None:
             st_renderer.requires_grad_(False)
 
-    def rgb_loss(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """λ1·L1 + λ2·LPIPS of (B, N, H, W, 3) renders vs (B, N, 3, H, W) targets; also returns both parts."""
+    def rgb_loss(self, pred: torch.Tensor, target: torch.Tensor,
+                 target_features: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """λ1·L1 + λ2·LPIPS of (B, N, H, W, 3) renders vs (B, N, 3, H, W) targets; also returns both parts.
+        ``target_features`` (:meth:`target_features` of the same targets) saves recomputing them."""
         p = pred.flatten(0, 1).permute(0, 3, 1, 2)
         t = target.flatten(0, 1)
         l1 = (p - t).abs().mean()
-        lp = self.perceptual(p, t).mean() if self.perceptual is not None else p.new_zeros(())
+        if self.perceptual is None:
+            lp = p.new_zeros(())
+        elif target_features is not None:
+            lp = self.perceptual(p, target=target_features).mean()
+        else:
+            lp = self.perceptual(p, t).mean()
         return self.cfg.lambda_l1 * l1 + self.cfg.lambda_lpips * lp, l1, lp
+
+    def target_features(self, target: torch.Tensor) -> list[torch.Tensor] | None:
+        """The perceptual net's features of (B, N, 3, H, W) targets (no gradient), shared by every render compared with them."""
+        return None if self.perceptual is None else self.perceptual.target_features(target.flatten(0, 1))
 
     def forward(self, output, batch: dict) -> LossResult:
         cfg, size = self.cfg, self.cfg.render_size
@@ -121,13 +132,15 @@ class PanoLAMLoss(nn.Module):
             absent: list[str] = []
             renders: dict[str, torch.Tensor] = {}
             rgb_g = mask_l = target.new_zeros(())
+            # The targets' LPIPS features are the same for every render (dense, coarse, tri-plane): computed once.
+            target_feats = self.target_features(target)
             stages = [("dense", output.dense)] + ([("coarse", output.coarse)] if output.coarse is not None else [])
             if output.coarse is None:
                 absent.append("coarse")
             for name, gauss in stages:
                 rgb, alpha = render_gaussians(gauss, cams, self.background)
                 renders[name] = rgb.detach()
-                lr, l1, lp = self.rgb_loss(rgb, target)
+                lr, l1, lp = self.rgb_loss(rgb, target, target_feats)
                 lm = (alpha.permute(0, 1, 4, 2, 3) - mask).abs().mean()
                 rgb_g, mask_l = rgb_g + lr, mask_l + lm
                 terms.update({f"{name}_l1": l1.detach(), f"{name}_lpips": lp.detach(), f"{name}_mask": lm.detach()})
@@ -154,7 +167,7 @@ class PanoLAMLoss(nn.Module):
                 st_out = self.st_renderer.render(planes, [c.to(device) for c in cams], size=st_size, batch=batch)
                 st_rgb = st_out.rgb if st_size == size else upsample_renders(st_out.rgb, size)
                 renders["triplane"] = st_rgb.detach()
-                lr, l1, lp = self.rgb_loss(st_rgb, target)
+                lr, l1, lp = self.rgb_loss(st_rgb, target, target_feats)
                 total = total + cfg.lambda_rgb_st * lr
                 terms.update({"rgb_st": lr.detach(), "triplane_l1": l1.detach(), "triplane_lpips": lp.detach()})
             else:

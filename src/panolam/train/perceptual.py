@@ -84,21 +84,48 @@ class Perceptual(nn.Module):
         x = (2 * x - 1 - self.shift) / self.scale
         return self.net(x)
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3:
-            raise ValueError(f"Perceptual expects two (B,3,H,W) images of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-        a, b = a.float(), b.float()
-        side = min(a.shape[-2:])
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        side = min(x.shape[-2:])
         if side < MIN_SIDE:
-            size = [max(MIN_SIDE, round(s * MIN_SIDE / side)) for s in a.shape[-2:]]
-            a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
-            b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
+            size = [max(MIN_SIDE, round(s * MIN_SIDE / side)) for s in x.shape[-2:]]
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+    def target_features(self, b: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised features of reference images (B,3,H,W), without gradient: compute them once and
+        pass them as ``forward(a, target=...)`` for every image compared with the same references."""
+        if b.ndim != 4 or b.shape[1] != 3:
+            raise ValueError(f"Perceptual expects (B,3,H,W) images, got {tuple(b.shape)}")
+        with torch.no_grad(), torch.autocast(b.device.type, enabled=False):
+            return [_unit(f) for f in self.features(self._prepare(b))]
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor | None = None, target: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Distance of ``a`` to ``b``, or to references given by their :meth:`target_features`. A ``b`` that
+        needs no gradient goes through the trunk without one (as :meth:`target_features`), so training
+        keeps only ``a``'s activations for backward."""
+        if (b is None) == (target is None):
+            raise ValueError("Perceptual needs exactly one of b (images) or target (their target_features)")
+        if b is not None and (a.shape != b.shape or a.ndim != 4 or a.shape[1] != 3):
+            raise ValueError(f"Perceptual expects two (B,3,H,W) images of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        if a.ndim != 4 or a.shape[1] != 3:
+            raise ValueError(f"Perceptual expects (B,3,H,W) images, got {tuple(a.shape)}")
+        a = self._prepare(a)
         with torch.autocast(a.device.type, enabled=False):
-            both = self.features(torch.cat([a, b]))
+            if target is None and (b.requires_grad and torch.is_grad_enabled()):
+                both = self.features(torch.cat([a, self._prepare(b)]))  # gradients to both inputs
+                fa_all, fb_all = [f[: a.shape[0]] for f in both], [_unit(f[a.shape[0]:]) for f in both]
+            else:
+                fa_all = self.features(a)
+                fb_all = self.target_features(b) if target is None else target
+            if fb_all[0].shape != (a.shape[0], *fa_all[0].shape[1:]):
+                raise ValueError(f"target features {tuple(fb_all[0].shape)} do not match images {tuple(a.shape)}")
             total = a.new_zeros(a.shape[0])
-            for lin, f in zip(self.lins, both):
-                fa, fb = _unit(f[: a.shape[0]]), _unit(f[a.shape[0]:])
-                total = total + lin((fa - fb) ** 2).mean(dim=(1, 2, 3))
+            for lin, f, fb in zip(self.lins, fa_all, fb_all):
+                # lin((fa - fb)²) averaged over space = lin's weights · the spatial mean of (fa - fb)²: the
+                # same sum regrouped, so backward keeps fa - fb only, not also its square.
+                sq = (_unit(f) - fb).square().mean(dim=(2, 3))
+                total = total + sq @ lin.weight.reshape(-1)
         return total
 
 
