@@ -34,7 +34,7 @@ from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
 from panolam.model.pixel_aligned import (ColourGate, InputCamera, PixelAlignedSampler, PixelFeatures, PoseHead,
-                                         mask_from_background, pose_angles, project, zero_init_mlp)
+                                         mask_from_background, pose_angles, zero_init_mlp)
 from panolam.model.point_branch import PointBranch
 from panolam.model.silhouette import CUE_DIM, silhouette_cues, silhouette_profile
 from panolam.model.triplane_branch import TriplaneBranch
@@ -150,7 +150,7 @@ class PanoLAM(nn.Module):
             extra = coarse_pix = None
             if pix is not None:
                 coarse_pix = self._sample(pix, verts, self.template_normals)
-                extra = self.point_pixel_proj(coarse_pix.features) + self._silhouette(pix, verts, "point")
+                extra = self.point_pixel_proj(coarse_pix.features) + self._silhouette(coarse_pix, "point")
             feats, coarse_params = self.point_branch(verts, tokens, extra)
             if coarse_pix is not None:
                 coarse_params.colors = self.coarse_gate(coarse_params.colors, coarse_pix,
@@ -164,14 +164,14 @@ class PanoLAM(nn.Module):
             extra = dense_pix = None
             if pix is not None:  # the points are the dense template: what they sample also feeds the dense head
                 dense_pix = self._sample(pix, dense_points, self.dense_normals)
-                extra = self.point_pixel_proj(dense_pix.features) + self._silhouette(pix, dense_points, "point")
+                extra = self.point_pixel_proj(dense_pix.features) + self._silhouette(dense_pix, "point")
             dense_feats = self.point_branch.features(dense_points, tokens, extra)
         triplane_feats = self.triplane_branch.aggregate(planes, dense_points)
         hidden = torch.cat([dense_feats, triplane_feats], dim=-1)
         if pix is not None:
             if self.cfg.coarse_to_fine:
                 dense_pix = self._sample(pix, dense_points, self.dense_normals)
-            hidden = hidden + self.dense_pixel_proj(dense_pix.features) + self._silhouette(pix, dense_points, "dense")
+            hidden = hidden + self.dense_pixel_proj(dense_pix.features) + self._silhouette(dense_pix, "dense")
         dense_params = self.dense_head(hidden)
         if self.dense_scale_floor > 0:
             dense_params.scales = torch.sqrt(dense_params.scales.square() + self.dense_scale_floor ** 2)
@@ -208,16 +208,18 @@ class PanoLAM(nn.Module):
 
     def _sample(self, pix: dict, points: torch.Tensor, normals: torch.Tensor) -> PixelFeatures:
         normals = normals.unsqueeze(0).expand(points.shape[0], -1, -1) if normals.ndim == 2 else normals
-        return self.pixel_sampler(pix["images"], pix["masks"], pix["stem"], pix["tokens"], points, normals, pix["camera"])
+        feats = self.pixel_sampler(pix["images"], pix["masks"], pix["stem"], pix["tokens"], points, normals, pix["camera"])
+        if pix["silhouette"] is not None:  # from the sampler's own projection: each point set is projected once
+            feats.silhouette = silhouette_cues(pix["silhouette"], feats.uv)
+        return feats
 
-    def _silhouette(self, pix: dict, points: torch.Tensor, stage: str) -> torch.Tensor | float:
-        """The ``stage`` ("point" or "dense") projection of the silhouette cues of ``points``
+    def _silhouette(self, pix: PixelFeatures, stage: str) -> torch.Tensor | float:
+        """The ``stage`` ("point" or "dense") projection of the points' silhouette cues
         (:mod:`panolam.model.silhouette`), or 0 without them."""
-        if pix["silhouette"] is None:
+        if pix.silhouette is None:
             return 0.0
-        uv = project(points.detach().float(), pix["camera"])[0]
         proj = self.point_silhouette_proj if stage == "point" else self.dense_silhouette_proj
-        return proj(silhouette_cues(pix["silhouette"], uv).to(points.dtype))
+        return proj(pix.silhouette.to(pix.features.dtype))
 
     @property
     def encoder_is_frozen_pretrained(self) -> bool:

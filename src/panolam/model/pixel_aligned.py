@@ -144,6 +144,8 @@ class PixelFeatures:
     features: torch.Tensor  # (B, N, D): rgb, mask, visibility cues, stem and token features
     rgb: torch.Tensor  # (B, N, 3) input colour at the projection
     visible: torch.Tensor  # (B, N) in [0, 1]
+    uv: torch.Tensor  # (B, N, 2) the projection, normalised image coordinates (no gradient)
+    silhouette: torch.Tensor | None = None  # (B, N, CUE_DIM) model.silhouette_cues of the same points, when on
 
 
 class PixelAlignedSampler(nn.Module):
@@ -178,7 +180,7 @@ class PixelAlignedSampler(nn.Module):
         rgb, mask = rgb_mask[..., :3], rgb_mask[..., 3:]
         cues = torch.stack([visible, z_test, cos], dim=-1)
         feats = torch.cat([rgb * 2 - 1, mask, cues, sample_map(stem_maps, uv), sample_map(token_map, uv)], dim=-1)
-        return PixelFeatures(features=feats, rgb=rgb, visible=visible)
+        return PixelFeatures(features=feats, rgb=rgb, visible=visible, uv=uv.detach())
 
 
 def zero_init_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
