@@ -73,7 +73,7 @@ class SubjectResult:
     per_view: dict[str, dict[str, float]]
     pred_colour: list[float]  # foreground mean RGB over the four predicted views (for colour_r)
     gt_colour: list[float]  # the same over the four ground-truth views
-    silhouette_iou: float = float("nan")  # mean over the views of the predicted vs true silhouette IoU
+    silhouette_iou: float  # mean over the views of the predicted vs true silhouette IoU
 
 
 @dataclasses.dataclass
@@ -241,8 +241,7 @@ def silhouette_iou(pred: torch.Tensor, gt: torch.Tensor, background: torch.Tenso
     """Per-view IoU (V,) of the silhouettes of (V, 3, H, W) images on a flat ``background``: a pixel is in a
     silhouette when it differs from the background by more than ``tol``. On held-out procedural subjects
     most of the squared error sits where the two silhouettes disagree, so this isolates the shape part."""
-    bg = background.to(pred)[None, :, None, None]
-    a, b = ((x - bg).abs().amax(1) > tol for x in (pred, gt))
+    a, b = (foreground(x, background, tol) for x in (pred, gt))
     union = (a | b).flatten(1).sum(1)
     return torch.where(union > 0, (a & b).flatten(1).sum(1) / union.clamp_min(1), torch.ones_like(union, dtype=torch.float32)).float()
 
@@ -418,9 +417,14 @@ def template_baseline(template: str = "builtin", vertices: int = 5023, opacity: 
     return fn
 
 
+def foreground(images: torch.Tensor, background: Sequence[float] | torch.Tensor, tol: float) -> torch.Tensor:
+    """Pixels of (..., 3, H, W) images that differ from the flat ``background`` colour by more than ``tol`` in any channel."""
+    bg = torch.as_tensor(background, dtype=torch.float32, device=images.device)[:, None, None]
+    return (images.float() - bg).abs().amax(-3) > tol
+
+
 def foreground_mean_colour(image: torch.Tensor, background: Sequence[float] = (1.0, 1.0, 1.0), tol: float = 0.02) -> torch.Tensor:
     """Mean RGB of the pixels that differ from the background colour (the whole image if none do)."""
-    bg = torch.tensor(background, dtype=torch.float32)[:, None, None]
-    fg = (image.float() - bg).abs().amax(0) > tol
+    fg = foreground(image, background, tol)
     flat = image.float().reshape(3, -1)
     return (flat[:, fg.reshape(-1)].mean(1) if fg.any() else flat.mean(1)).clamp(0, 1)
