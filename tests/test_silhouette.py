@@ -108,3 +108,16 @@ def test_switching_the_cues_on_leaves_a_trained_network_unchanged_and_they_learn
 def test_the_cues_need_the_pixel_aligned_network() -> None:
     with pytest.raises(ValueError, match="silhouette_cues needs model.pixel_aligned"):
         PanoLAM(_tiny(pixel_aligned=False, silhouette_cues=True))
+
+
+def test_switching_pixel_aligned_off_takes_the_cues_along_unless_asked_for() -> None:
+    """The ``default``/``tiny`` presets have the cues on; the "w/o pixel-aligned" ablation
+    (``model.pixel_aligned=false``) must still build, and an explicit request for both is refused."""
+    assert get_config("tiny").model.silhouette_cues and get_config("default").model.silhouette_cues
+    assert not get_config("paper").model.silhouette_cues  # the paper stays the paper
+    plain = get_config("tiny", ["model.pixel_aligned=false"]).model
+    assert not plain.silhouette_cues
+    PanoLAM(plain)
+    both = get_config("tiny", ["model.pixel_aligned=false", "model.silhouette_cues=true"]).model
+    with pytest.raises(ValueError, match="silhouette_cues needs model.pixel_aligned"):
+        PanoLAM(both)

@@ -51,8 +51,14 @@ def get_config(name: str = "default", overrides: Iterable[str] = ()) -> PanoLAMC
         cfg = PanoLAMConfig(name=name, **sections)
     else:
         raise ValueError(f"unknown config preset {name!r}; choose one of {', '.join(PRESET_NAMES)} or a .json file")
+    overrides = list(overrides)
     for item in overrides:
         apply_override(cfg, item)
+    # The silhouette cues are read with the pixel-aligned camera: switching pixel_aligned off (the
+    # "w/o pixel-aligned" ablation) takes them along unless they were asked for explicitly (then the
+    # model refuses the combination with a clear error).
+    if not cfg.model.pixel_aligned and not any(o.split("=", 1)[0].strip() == "model.silhouette_cues" for o in overrides):
+        cfg.model.silhouette_cues = False
     return cfg
 
 

@@ -85,11 +85,12 @@ PRESETS: dict[str, ModelConfig] = {
         encoder_layers=(2, 4, 6, 8), c_t=192, heads=6, point_blocks=3, triplane_blocks=2,
         template_vertices=2500, dense_points=6000, area_threshold=1e-4, triplane_res=32,
         triplane_channels=16, triplane_upsample=2, ray_samples=8, pixel_aligned=True, dense_scale_floor=0.5,
+        silhouette_cues=True,
     ),
     "tiny": ModelConfig(
         encoder="vit", encoder_frozen=False, image_size=56, vit_dim=32, vit_depth=4, vit_heads=2,
         encoder_layers=(1, 2, 3, 4), c_t=32, heads=2, point_blocks=1, triplane_blocks=1, head_layers=3,
         pe_freqs=4, template_vertices=400, dense_points=1000, area_threshold=1e-3, triplane_res=8,
-        triplane_channels=8, ray_samples=4, pixel_aligned=True,
+        triplane_channels=8, ray_samples=4, pixel_aligned=True, silhouette_cues=True,
     ),
 }
