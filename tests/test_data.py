@@ -212,12 +212,12 @@ def test_interrupted_generation_resumes(tmp_path):
     assert [p.name for p in (root / "shards").glob("*.tar")] == ["train-00000.tar"]
     assert load_manifest(root).counts()["train"] == 2
     assert [s["subject"] for s in _ds(root, shuffle=False)] == ["train-000000", "train-000001"]
-    # A hard kill leaves a .tmp and a stale manifest summary: both must be harmless.
-    (root / "shards" / "train-00001.tar.tmp").write_bytes(b"half a shard")
+    # A hard kill leaves the shard's temporary file and a stale manifest summary: both must be harmless.
+    (root / "shards" / ".train-00001.tmp.tar").write_bytes(b"half a shard")
     gen = DiscGenerator()
     out = generate_dataset(root, gen, SETTINGS, n_train=5, n_test=0, progress=False)
     assert out == {"written": 3, "skipped": 2} and gen.calls == 3
-    assert not list((root / "shards").glob("*.tmp"))
+    assert not list((root / "shards").glob("*tmp*"))
     assert [s["subject"] for s in _ds(root, shuffle=False)] == [f"train-{i:06d}" for i in range(5)]
     fresh = tmp_path / "fresh"
     generate_dataset(fresh, DiscGenerator(), SETTINGS, n_train=5, progress=False)

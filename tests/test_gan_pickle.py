@@ -39,7 +39,7 @@ def test_convert_round_trip_through_cli(tmp_path):
     orig = load_official_pickle(FIX / "official.pkl")
     assert back.class_name == orig.class_name and back.init_kwargs == orig.init_kwargs
     assert all(torch.equal(back.state_dict[k], v) for k, v in orig.state_dict.items())
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.safetensors"]  # no temporary left
 
 
 class _Evil:

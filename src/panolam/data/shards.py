@@ -1,8 +1,8 @@
 """Atomic WebDataset shard writing and a strict shard reader.
 
-A shard is written with ``webdataset.TarWriter`` to ``<name>.tar.tmp``, flushed, fsynced and
-renamed to ``<name>.tar``, then the directory is fsynced: a killed run leaves at most a ``.tmp``
-file, which readers never open and the next run overwrites. The reader groups tar members by
+A shard is written with ``webdataset.TarWriter`` to a temporary name (``.<name>.tmp.tar``), fsynced
+and renamed to ``<name>.tar`` (:func:`panolam.atomic.atomic_path`), then the directory is fsynced:
+a killed run leaves at most that hidden file, which readers never open and the next run overwrites. The reader groups tar members by
 WebDataset key (basename up to the first dot) and turns any tar/decoding problem into a
 :class:`~panolam.data.format.CorruptShardError` naming the shard file.
 """
@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from panolam.atomic import atomic_path
 from panolam.data.format import CorruptShardError, SubjectRecord, encode_record
 
 
@@ -36,25 +37,16 @@ def write_shard(path: str | Path, records: Iterable[SubjectRecord]) -> int:
     import webdataset
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    try:
-        with open(tmp, "wb") as f:
-            # mtime fixed so the same subjects give byte-identical shards (reproducible datasets).
-            writer = webdataset.TarWriter(f, encoder=False, mtime=0.0)
-            try:
-                for rec in records:
-                    writer.write(encode_record(rec))
-                    n += 1
-            finally:
-                writer.close()  # also on failure, so the tar stream is not flushed into a closed file later
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # mtime fixed so the same subjects give byte-identical shards (reproducible datasets).
+        writer = webdataset.TarWriter(f, encoder=False, mtime=0.0)
+        try:
+            for rec in records:
+                writer.write(encode_record(rec))
+                n += 1
+        finally:
+            writer.close()  # also on failure, so the tar stream is not flushed into a closed file later
     fsync_dir(path.parent)
     return n
 

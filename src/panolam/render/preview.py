@@ -125,20 +125,20 @@ def save_video(frames: np.ndarray, path: str | Path, fps: int = 30) -> Path:
     """Write frames as GIF or MP4 (by suffix); written to a temporary name first, then renamed."""
     import imageio.v3 as iio
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix.lower() == ".gif":
-        iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
-    elif path.suffix.lower() == ".mp4":
-        # yuv420p needs even sides; libx264 at this size is a few hundred kB.
-        h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-        import imageio.v2 as iio2
+    from panolam.atomic import atomic_path
 
-        iio2.mimwrite(tmp, frames[:, :h, :w], format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1)
-    else:
+    path = Path(path)
+    if path.suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"unsupported video format {path.suffix!r}: use .gif or .mp4")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".gif":
+            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
+        else:
+            # yuv420p needs even sides; libx264 at this size is a few hundred kB.
+            h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+            import imageio.v2 as iio2
+
+            iio2.mimwrite(tmp, frames[:, :h, :w], format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1)
     return path
 
 

@@ -240,11 +240,12 @@ def save_converted(ckpt: GanCheckpoint, out: str | os.PathLike) -> Path:
     """Write the state dict as safetensors (atomically) with class name and kwargs as metadata."""
     from safetensors.torch import save_file
 
+    from panolam.atomic import atomic_path
+
     out = Path(out)
     meta = {META_KEY: json.dumps({"class_name": ckpt.class_name, "init_kwargs": ckpt.init_kwargs, **ckpt.extra})}
-    tmp = out.with_name(out.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in ckpt.state_dict.items()}, str(tmp), metadata=meta)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file({k: v.contiguous() for k, v in ckpt.state_dict.items()}, str(tmp), metadata=meta)
     return out
 
 
