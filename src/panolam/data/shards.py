@@ -2,9 +2,10 @@
 
 A shard is written with ``webdataset.TarWriter`` to a temporary name (``.<name>.tmp.tar``), fsynced
 and renamed to ``<name>.tar`` (:func:`panolam.atomic.atomic_path`), then the directory is fsynced:
-a killed run leaves at most that hidden file, which readers never open and the next run overwrites. The reader groups tar members by
-WebDataset key (basename up to the first dot) and turns any tar/decoding problem into a
-:class:`~panolam.data.format.CorruptShardError` naming the shard file.
+a killed run leaves at most that hidden file, which readers never open and the next run
+overwrites. The reader groups tar members by WebDataset key (basename up to the first dot) and
+turns any tar/decoding problem into a :class:`~panolam.data.format.CorruptShardError` naming the
+shard file.
 """
 
 from __future__ import annotations
