@@ -51,13 +51,11 @@ def get_config(name: str = "default", overrides: Iterable[str] = ()) -> PanoLAMC
         cfg = PanoLAMConfig(name=name, **sections)
     else:
         raise ValueError(f"unknown config preset {name!r}; choose one of {', '.join(PRESET_NAMES)} or a .json file")
-    overrides = list(overrides)
-    for item in overrides:
-        apply_override(cfg, item)
+    overridden = {apply_override(cfg, item) for item in overrides}
     # The silhouette cues are read with the pixel-aligned camera: switching pixel_aligned off (the
     # "w/o pixel-aligned" ablation) takes them along unless they were asked for explicitly (then the
     # model refuses the combination with a clear error).
-    if not cfg.model.pixel_aligned and not any(o.split("=", 1)[0].strip() == "model.silhouette_cues" for o in overrides):
+    if not cfg.model.pixel_aligned and "model.silhouette_cues" not in overridden:
         cfg.model.silhouette_cues = False
     return cfg
 
@@ -83,8 +81,9 @@ def from_dict(d: dict[str, Any]) -> PanoLAMConfig:
     return PanoLAMConfig(name=d.get("name", "custom"), **sections)
 
 
-def apply_override(cfg: PanoLAMConfig, item: str) -> None:
-    """Apply one ``section.field=value`` override in place, type-checked against the current value."""
+def apply_override(cfg: PanoLAMConfig, item: str) -> str:
+    """Apply one ``section.field=value`` override in place, type-checked against the current value;
+    returns the ``section.field`` it set."""
     if "=" not in item or "." not in item.split("=", 1)[0]:
         raise ValueError(f"override {item!r} must look like section.field=value, e.g. model.c_t=256")
     path, raw = item.split("=", 1)
@@ -110,6 +109,7 @@ def apply_override(cfg: PanoLAMConfig, item: str) -> None:
     if current is not None and value is not None and not isinstance(value, type(current)):
         raise ValueError(f"override {item!r}: expected {type(current).__name__}, got {type(value).__name__}")
     setattr(section, field, value)
+    return path
 
 
 __all__ = ["PanoLAMConfig", "ModelConfig", "DataConfig", "TrainConfig", "RenderConfig", "get_config", "apply_override", "PRESET_NAMES"]
