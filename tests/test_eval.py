@@ -188,3 +188,31 @@ def test_silhouette_iou_of_known_shapes() -> None:
     torch.testing.assert_close(iou, torch.tensor([2 / 6, 1.0, 0.0]))
     # A near-background tint below the tolerance is not silhouette; both empty counts as a perfect match.
     assert float(silhouette_iou(torch.full((1, 3, 4, 4), 0.97), torch.ones(1, 3, 4, 4), white)[0]) == 1.0
+
+
+def test_refine_fits_the_input_view_and_counts_in_the_time(data, tmp_path):
+    """``model_reconstructor(refine_steps=N)`` runs reconstruct's refinement inside the eval's inference
+    mode: the head comes back changed, closer to the input view (front) than the feed-forward one, and
+    ``panolam eval --refine`` records the step count and labels the row."""
+    cfg = get_config("tiny")
+    torch.manual_seed(0)
+    ckpt = save_model(tmp_path / "ckpt" / "model", PanoLAM(cfg.model), cfg)
+    plain = ev.model_reconstructor(ckpt, "cpu")
+    refined = ev.model_reconstructor(ckpt, "cpu", refine_steps=15)
+    s = load_subject(data, ev.eval_subjects(data)[0])
+    first = ev.input_view(s["world_to_cam"])
+    image, mask = s["images"][first].float(), s["masks"][first].float()
+    g0, _, _ = ev._reconstruct(plain, image, mask)
+    g1, _, _ = ev._reconstruct(refined, image, mask)
+    assert not torch.equal(g0.colors, g1.colors)
+    cams = ev._stored_cameras(s)[first:first + 1]
+    err = [float((ev._render(g, cams, torch.ones(3))[0][0] - image).abs().mean()) for g in (g0, g1)]
+    assert err[1] < err[0], err
+    with pytest.raises(ValueError, match="refine_steps"):
+        ev.model_reconstructor(ckpt, "cpu", refine_steps=-1)
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(ckpt.parent), "--data", data, "--size", str(SIZE), "--refine", "2", "--limit", "1",
+                 "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["settings"]["refine_steps"] == 2 and report["label"] == "ckpt + refine 2"
+    assert main(["eval", "--checkpoint", str(ckpt.parent), "--data", data, "--refine", "-1"]) == 2

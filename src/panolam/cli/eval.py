@@ -1,6 +1,6 @@
 """``panolam eval``: score a checkpoint (and optionally the template baseline) on held-out subjects:
 PSNR/SSIM/ST-LPIPS over front/left/right/back, APD and CSIM on the front view, timings and memory,
-written as metrics.json, metrics.md and grid.png (see :mod:`panolam.eval.evaluate`)."""
+optionally after ``reconstruct``'s test-time refinement (``--refine N``), written as metrics.json, metrics.md and grid.png (see :mod:`panolam.eval.evaluate`)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-camera", choices=("estimated", "true"), default="estimated",
                    help="camera the network samples the photo with: its own pose estimate (default) or the stored "
                         "true one (an oracle that shows what the pose error costs)")
+    p.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="also run reconstruct's test-time refinement, N steps against the input view (default 0 = "
+                        "feed-forward only; its time counts in Recon.)")
     p.add_argument("--label", default=None, help="method name in the table (default: the checkpoint's directory name)")
     p.add_argument("--no-progress", action="store_true")
     add_device_arg(p)
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --checkpoint (and/or --baseline template)")
     if not (Path(args.data) / "manifest.json").is_file():
         raise UserError(f"--data {args.data}: no dataset there (no manifest.json)")
+    if args.refine < 0:
+        raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     from panolam.errors import check_output_dir
@@ -63,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     if args.checkpoint is not None:
         ckpt = resolve_checkpoint(args.checkpoint)
-        reports.append(evaluate(model_reconstructor(ckpt, args.device), args.data, label=args.label or _label(ckpt), **common))
+        label = args.label or _label(ckpt) + (f" + refine {args.refine}" if args.refine else "")
+        report = evaluate(model_reconstructor(ckpt, args.device, args.refine), args.data, label=label, **common)
+        report.settings["refine_steps"] = args.refine
+        reports.append(report)
     if args.baseline == "template":
         from panolam.data.manifest import load_manifest
 

@@ -380,10 +380,15 @@ def _warm_up(fn: ReconstructFn, sample: dict, size: int) -> None:
 
 # --- reconstructors --------------------------------------------------------------------------------------
 
-def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.device = "auto") -> ReconstructFn:
-    """A network checkpoint (a model dir, a ``step_XXXXXXXX`` dir or a training run dir) as a :data:`ReconstructFn`."""
+def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.device = "auto", refine_steps: int = 0) -> ReconstructFn:
+    """A network checkpoint (a model dir, a ``step_XXXXXXXX`` dir or a training run dir) as a :data:`ReconstructFn`.
+
+    ``refine_steps`` > 0 adds the test-time refinement of ``reconstruct --refine`` (:func:`panolam.refine.refine_head`)
+    against the input view, from the camera the network sampled it with, so its cost counts in ``recon_s``."""
     from panolam.pipeline import Reconstructor, resolve_checkpoint
 
+    if refine_steps < 0 or int(refine_steps) != refine_steps:
+        raise ValueError(f"refine_steps must be a non-negative integer, got {refine_steps}")
     rec = Reconstructor(resolve_checkpoint(checkpoint), device=device)
     size = rec.model_cfg.image_size
 
@@ -392,9 +397,27 @@ def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.devic
         # unless one is given (a plain network ignores it).
         x = F.interpolate(image[None].to(rec.device).float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         cam = None if camera is None else camera.to(rec.device)
-        return rec.model(x, camera=cam, masks=None if mask is None else mask[None].to(rec.device)).dense[0]
+        out = rec.model(x, camera=cam, masks=None if mask is None else mask[None].to(rec.device))
+        if refine_steps == 0:
+            return out.dense[0]
+        return _refine_on_input(out.dense[0], image, mask, out.input_camera, refine_steps)
 
     return fn
+
+
+def _refine_on_input(g: Gaussians, image: torch.Tensor, mask: torch.Tensor | None, camera, steps: int) -> Gaussians:
+    """``g`` refined against its (3, H, W) input view; ``camera`` the network's InputCamera (None: the nominal
+    frontal view of a plain network). Called in the eval's inference mode, so it leaves it and copies the
+    inference tensors first (autograd cannot save them)."""
+    from panolam.refine import refine_head
+
+    h, w = image.shape[-2:]
+    with torch.inference_mode(False):
+        g = g.map(lambda t: t.clone())
+        cams = Cameras.orbit(0.0, 0.0, width=w, height=h) if camera is None else camera.to_cameras(w, h)
+        cams = Cameras(cams.world_to_cam.clone(), cams.K.clone(), w, h).to(g.device)
+        refined, _ = refine_head(g, image.to(g.device).clone(), None if mask is None else mask.to(g.device).clone(), cams, steps)
+    return refined
 
 
 def template_baseline(template: str = "builtin", vertices: int = 5023, opacity: float = 0.95,
