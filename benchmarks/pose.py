@@ -1,6 +1,6 @@
 """How well a pixel-aligned PanoLAM network estimates the input camera (issue 12): for held-out subjects,
 every stored view within ``--max-angle`` of the face direction goes through the encoder and the pose
-head, and the estimated yaw/pitch is compared with the view's true camera. Errors are reported in
+head, and the estimated yaw/pitch (and magnification, with that head) is compared with the view's true camera. Errors are reported in
 degrees per bin of true |yaw| — frontal, three-quarter, profile — so it shows whether the camera is
 right for turned heads too, not only for portraits. Prints a Markdown table; ``--write`` puts it into
 BENCHMARKS.md between the ``<!-- pose:start -->`` / ``<!-- pose:end -->`` markers.
@@ -28,27 +28,31 @@ def wrap_deg(x: np.ndarray) -> np.ndarray:
     return (x + 180.0) % 360.0 - 180.0
 
 
-def estimate(model, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Estimated (yaw, pitch) in degrees for (N, 3, H, W) images: encoder and pose head only."""
+def estimate(model, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimated (yaw, pitch) in degrees and log magnification (0 without that head) for (N, 3, H, W)
+    images: encoder and camera heads only."""
     from panolam.model.pixel_aligned import pose_angles
 
     size = model.cfg.image_size
     x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     with torch.inference_mode():
-        yaw, pitch = pose_angles(model.pose_head(model.encoder(x)))
-    return yaw.numpy(), pitch.numpy()
+        out = model(x, pose_only=True)
+        yaw, pitch = pose_angles(out.pose)
+        mag = torch.zeros_like(yaw) if out.magnification is None else out.magnification
+    return yaw.numpy(), pitch.numpy(), mag.numpy()
 
 
 def measure(data: str, checkpoint: str | None, limit: int, max_angle: float) -> dict:
     from panolam.data.dataset import load_subject
     from panolam.eval.evaluate import eval_subjects
-    from panolam.model.pixel_aligned import camera_pose_deg
+    from panolam.eval.evaluate import _stored_cameras
+    from panolam.model.pixel_aligned import InputCamera, camera_pose_deg, log_magnification
     from panolam.pipeline import Reconstructor
 
     rec = Reconstructor(checkpoint)
     if not rec.model_cfg.pixel_aligned:
         raise SystemExit(f"{rec.checkpoint}: this network has no pose head (model.pixel_aligned is off)")
-    true_yaw, true_pitch, est_yaw, est_pitch = [], [], [], []
+    true_yaw, true_pitch, est_yaw, est_pitch, true_mag, est_mag = [], [], [], [], [], []
     subjects = eval_subjects(data)[:limit]
     for sid in subjects:
         s = load_subject(data, sid)
@@ -58,18 +62,22 @@ def measure(data: str, checkpoint: str | None, limit: int, max_angle: float) -> 
         keep = np.nonzero(off <= max_angle)[0]
         if len(keep) == 0:
             continue
-        ey, ep = estimate(rec.model, s["images"][keep])
+        ey, ep, em = estimate(rec.model, s["images"][keep])
+        tm = log_magnification(InputCamera.from_cameras(_stored_cameras(s)[keep])).numpy()
         true_yaw += list(yaw[keep]); true_pitch += list(pitch[keep]); est_yaw += list(ey); est_pitch += list(ep)
-    ty, tp, ey, ep = (np.asarray(v, dtype=np.float64) for v in (true_yaw, true_pitch, est_yaw, est_pitch))
+        true_mag += list(tm); est_mag += list(em)
+    ty, tp, ey, ep, tm, em = (np.asarray(v, dtype=np.float64) for v in (true_yaw, true_pitch, est_yaw, est_pitch, true_mag, est_mag))
     rows = []
     for lo, hi, name in BINS:
         sel = (np.abs(ty) >= lo) & (np.abs(ty) < hi)
         if not sel.any():
             continue
         dy, dp = np.abs(wrap_deg(ey[sel] - ty[sel])), np.abs(ep[sel] - tp[sel])
+        dm = 100 * np.abs(np.expm1(tm[sel] - em[sel]))  # percent: true size over estimated, minus 1
         rows.append({"bin": name, "views": int(sel.sum()), "yaw_median": float(np.median(dy)), "yaw_mean": float(dy.mean()),
                      "pitch_median": float(np.median(dp)), "pitch_mean": float(dp.mean()),
-                     "within_10": float(np.mean((dy <= 10) & (dp <= 10)))})
+                     "within_10": float(np.mean((dy <= 10) & (dp <= 10))), "mag_median": float(np.median(dm)),
+                     "mag_nominal_median": float(np.median(100 * np.abs(np.expm1(tm[sel]))))})
     return {"checkpoint": str(rec.checkpoint), "subjects": len(subjects), "rows": rows, "max_angle": max_angle}
 
 
@@ -77,11 +85,13 @@ def table(result: dict) -> str:
     lines = [f"Input-camera estimate of `{Path(result['checkpoint']).name if result['checkpoint'] != 'None' else 'untrained'}` "
              f"on {result['subjects']} held-out subjects, every stored view within {result['max_angle']:.0f}° of the face "
              f"({platform.machine()} CPU). Errors in degrees against the view's true camera.", "",
-             "| true view | views | yaw error median | yaw error mean | pitch error median | pitch error mean | both ≤ 10° |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "Magnification: how much larger or smaller the head appears than estimated, in percent (the nominal "
+             "camera's error in brackets: what a network without the magnification head assumes).", "",
+             "| true view | views | yaw error median | yaw error mean | pitch error median | pitch error mean | both ≤ 10° | magnification error median |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["rows"]:
         lines.append(f"| {r['bin']} | {r['views']} | {r['yaw_median']:.1f} | {r['yaw_mean']:.1f} | {r['pitch_median']:.1f} | "
-                     f"{r['pitch_mean']:.1f} | {100 * r['within_10']:.0f}% |")
+                     f"{r['pitch_mean']:.1f} | {100 * r['within_10']:.0f}% | {r['mag_median']:.1f}% ({r['mag_nominal_median']:.1f}%) |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,4 @@
-"""Put the pose head of one model directory into another: ``merge_pose_head.py HEADS POSE OUT``.
+"""Put the camera heads (pose, magnification) of one model directory into another: ``merge_pose_head.py HEADS POSE OUT``.
 
 The shipped model is trained in two stages that both freeze the same encoder (``train.trainable=heads``
 and ``train.trainable=pose_head``), so they can run side by side; this joins them. It refuses models
@@ -7,6 +7,7 @@ whose encoders or key sets differ, because then the pose head would read other t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -16,21 +17,37 @@ from safetensors.torch import load_file, save
 from panolam.atomic import atomic_write_bytes
 
 
+CAMERA_HEADS = ("pose_head.", "magnification_head.")  # what the pose-head stage trains
+
+
 def merge(heads_dir: Path, pose_dir: Path, out_dir: Path) -> int:
-    """Write ``out_dir`` = ``heads_dir`` with every ``pose_head.*`` tensor from ``pose_dir``; returns their count."""
+    """Write ``out_dir`` = ``heads_dir`` with every camera-head tensor (``pose_head.*``, ``magnification_head.*``)
+    from ``pose_dir``; returns their count. A magnification head that only the pose stage has is added, and
+    switched on in the output's config."""
     heads = load_file(str(heads_dir / "model.safetensors"))
     pose = load_file(str(pose_dir / "model.safetensors"))
-    if heads.keys() != pose.keys():
-        raise SystemExit(f"the two models have different tensors: {sorted(set(heads) ^ set(pose))[:5]}")
+    rest_h = {k for k in heads if not k.startswith(CAMERA_HEADS)}
+    rest_p = {k for k in pose if not k.startswith(CAMERA_HEADS)}
+    if rest_h != rest_p:
+        raise SystemExit(f"the two models have different tensors: {sorted(rest_h ^ rest_p)[:5]}")
     encoder = [k for k in heads if k.startswith("encoder.")]
     if not encoder or not all(torch.equal(heads[k], pose[k]) for k in encoder):
         raise SystemExit("the two models' encoders differ: both stages must start from the same frozen encoder")
-    moved = [k for k in heads if k.startswith("pose_head.")]
-    if not moved:
+    moved = [k for k in pose if k.startswith(CAMERA_HEADS)]
+    if not any(k.startswith("pose_head.") for k in moved):
         raise SystemExit("no pose_head.* tensors: train with --set model.pixel_aligned=true")
-    heads.update({k: pose[k] for k in moved})
-    atomic_write_bytes(out_dir / "model.safetensors", save(heads, metadata={"format": "pt"}))
-    atomic_write_bytes(out_dir / "panolam.json", (heads_dir / "panolam.json").read_bytes())
+    has_mag = any(k.startswith("magnification_head.") for k in moved)
+    if not has_mag and any(k.startswith("magnification_head.") for k in heads):
+        raise SystemExit("the heads stage has a magnification head and the pose stage has none: train the pose stage "
+                         "with --set model.magnification_head=true")
+    merged = {k: heads[k] for k in rest_h} | {k: pose[k] for k in moved}
+    meta = json.loads((heads_dir / "panolam.json").read_text())
+    if has_mag and isinstance(meta.get("config"), dict) and isinstance(meta["config"].get("model"), dict):
+        meta["config"]["model"]["magnification_head"] = True
+    if isinstance(meta.get("num_parameters"), int):  # the added head's parameters (it holds no buffers)
+        meta["num_parameters"] += sum(pose[k].numel() for k in moved if k not in heads)
+    atomic_write_bytes(out_dir / "model.safetensors", save(merged, metadata={"format": "pt"}))
+    atomic_write_bytes(out_dir / "panolam.json", (json.dumps(meta, indent=2) + "\n").encode())
     return len(moved)
 
 
@@ -40,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("pose", type=Path, help="model dir of the pose-head stage")
     ap.add_argument("out", type=Path, help="output model dir")
     a = ap.parse_args(argv)
-    print(f"copied {merge(a.heads, a.pose, a.out)} pose_head tensors into {a.out}", file=sys.stderr)
+    print(f"copied {merge(a.heads, a.pose, a.out)} pose/magnification head tensors into {a.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from panolam.model.panolam import PanoLAM
 
 
 def _cfg(**changes):
-    return dataclasses.replace(get_config("tiny").model, **{"pixel_aligned": False, "silhouette_cues": False, **changes})
+    return dataclasses.replace(get_config("tiny").model, **{"pixel_aligned": False, "silhouette_cues": False, "magnification_head": False, **changes})
 
 
 def _face_areas(points: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

@@ -198,28 +198,29 @@ def test_a_checkpoint_from_before_pixel_aligned_loads_as_the_plain_network(tmp_p
 
 def test_a_checkpoint_from_before_the_grid_pose_head_loads_with_its_own_head(tmp_path):
     """A pixel-aligned checkpoint saved before ``model.pose_head`` / ``model.dense_scale_floor`` /
-    ``model.silhouette_cues`` existed has the mean-pooled pose head, no scale floor and no silhouette
-    cues; it must load as such, weights and all."""
+    ``model.silhouette_cues`` / ``model.magnification_head`` existed has the mean-pooled pose head, no
+    scale floor, no silhouette cues and no magnification head; it must load as such, weights and all."""
     import json
 
     from panolam.config import get_config
     from panolam.model.checkpoint import load_model, save_model
     from panolam.model.panolam import PanoLAM
 
-    cfg = get_config("tiny", ["model.pose_head=mean", "model.silhouette_cues=false"])
+    cfg = get_config("tiny", ["model.pose_head=mean", "model.silhouette_cues=false", "model.magnification_head=false"])
     torch.manual_seed(0)
     old = PanoLAM(cfg.model)
     where = save_model(tmp_path / "old", old, cfg)
     meta_path = where / "panolam.json"
     meta = json.loads(meta_path.read_text())
-    for field in ("pose_head", "dense_scale_floor", "silhouette_cues"):
+    for field in ("pose_head", "dense_scale_floor", "silhouette_cues", "magnification_head"):
         del meta["config"]["model"][field]
     meta_path.write_text(json.dumps(meta))
     model, loaded = load_model(where)
     preset = get_config("tiny").model
-    assert preset.pose_head == "grid" and preset.silhouette_cues  # the preset moved on ...
+    assert preset.pose_head == "grid" and preset.silhouette_cues and preset.magnification_head  # the preset moved on ...
     assert loaded.model.pose_head == "mean" and loaded.model.dense_scale_floor == 0.0  # ... the old checkpoint did not
     assert not loaded.model.silhouette_cues and not hasattr(model, "point_silhouette_proj")
+    assert not loaded.model.magnification_head and not hasattr(model, "magnification_head")
     for (name, a), (_, b) in zip(old.pose_head.state_dict().items(), model.pose_head.state_dict().items()):
         assert torch.equal(a, b), name
 

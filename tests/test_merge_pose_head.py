@@ -42,3 +42,19 @@ def test_merge_refuses_models_that_do_not_share_the_encoder(tmp_path, enc, extra
     with pytest.raises(SystemExit, match=msg):
         _script().merge(heads, pose, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_merge_adds_a_magnification_head_and_switches_it_on(tmp_path):
+    heads, pose = _model(tmp_path / "h", 1.0, 2.0, 3.0), _model(tmp_path / "p", 1.0, 5.0, 7.0)
+    (heads / "panolam.json").write_text(json.dumps({"config": {"model": {"pixel_aligned": True}}, "num_parameters": 9}))
+    t = load_file(str(pose / "model.safetensors"))
+    t["magnification_head.mlp.w"] = torch.full((4,), 0.5)
+    save_file(t, str(pose / "model.safetensors"))
+    assert _script().merge(heads, pose, tmp_path / "out") == 2
+    out = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert torch.equal(out["magnification_head.mlp.w"], torch.full((4,), 0.5)) and torch.equal(out["dense_head.w"], torch.full((3,), 2.0))
+    meta = json.loads((tmp_path / "out" / "panolam.json").read_text())
+    assert meta["config"]["model"] == {"pixel_aligned": True, "magnification_head": True} and meta["num_parameters"] == 13
+    # The other way round would drop the head: refused.
+    with pytest.raises(SystemExit, match="magnification head"):
+        _script().merge(tmp_path / "out", heads, tmp_path / "out2")

@@ -19,7 +19,7 @@ from panolam.model.point_branch import positional_encoding
 
 def tiny_cfg(**changes):
     """The tiny preset as the paper's network (the pixel-aligned additions have their own tests)."""
-    return dataclasses.replace(get_config("tiny").model, **{"pixel_aligned": False, "silhouette_cues": False, **changes})
+    return dataclasses.replace(get_config("tiny").model, **{"pixel_aligned": False, "silhouette_cues": False, "magnification_head": False, **changes})
 
 
 @pytest.fixture(scope="module")

@@ -236,3 +236,53 @@ def test_dense_scale_floor_bounds_the_dense_scales_from_below() -> None:
     torch.testing.assert_close(plain.coarse.scales, floored.coarse.scales)
     with pytest.raises(ValueError, match="dense_scale_floor"):
         PanoLAM(get_config("tiny", ["model.dense_scale_floor=-1"]).model)
+
+
+def test_log_magnification_of_known_cameras_and_round_trip() -> None:
+    """0 for the nominal camera; log(f·r0 / (f0·r)) for another radius and FOV; from_pose puts it back."""
+    from panolam.geometry.cameras import EG3D_RADIUS, focal_from_diag_fov
+    from panolam.model.pixel_aligned import NOMINAL_FOV_DEG, log_magnification
+
+    nominal = InputCamera.from_pose(torch.zeros(2), torch.tensor([0.0, 20.0]))
+    torch.testing.assert_close(log_magnification(nominal), torch.zeros(2), atol=1e-5, rtol=0)
+    cams = Cameras.orbit(torch.tensor([30.0]), torch.tensor([-5.0]), torch.tensor([2.5]), torch.tensor([17.5]), 64)
+    expected = math.log(float(focal_from_diag_fov(17.5)) * EG3D_RADIUS / (float(focal_from_diag_fov(NOMINAL_FOV_DEG)) * 2.5))
+    got = log_magnification(InputCamera.from_cameras(cams))
+    assert abs(float(got) - expected) < 1e-4 and abs(expected) > 0.03
+    # At the nominal radius, a camera built with that log magnification appears exactly as large.
+    rebuilt = InputCamera.from_pose(torch.tensor([30.0]), torch.tensor([-5.0]), log_magnification=got)
+    torch.testing.assert_close(log_magnification(rebuilt), got, atol=1e-5, rtol=0)
+    uv_true, _ = project(torch.tensor([[[0.1, 0.05, 0.0]]]), InputCamera.from_cameras(cams))
+    uv_rebuilt, _ = project(torch.tensor([[[0.1, 0.05, 0.0]]]), rebuilt)
+    uv_nominal, _ = project(torch.tensor([[[0.1, 0.05, 0.0]]]), InputCamera.from_pose(torch.tensor([30.0]), torch.tensor([-5.0])))
+    assert float((uv_rebuilt - uv_true).norm()) < 0.25 * float((uv_nominal - uv_true).norm())
+
+
+def test_magnification_head_starts_nominal_and_learns_from_its_loss() -> None:
+    """Zero-initialised, the head leaves a network exactly as it was (the nominal camera); its loss
+    reaches it, and a network without it (or without pixel-aligned sampling) is refused or switched off."""
+    from panolam.model.panolam import PanoLAM
+    from panolam.train.losses import magnification_loss
+
+    torch.manual_seed(0)
+    with_head = PanoLAM(get_config("tiny").model).eval()
+    without = PanoLAM(get_config("tiny", ["model.magnification_head=false"]).model).eval()
+    state = {k: v for k, v in with_head.state_dict().items() if not k.startswith("magnification_head.")}
+    without.load_state_dict(state)
+    x = torch.rand(1, 3, with_head.cfg.image_size, with_head.cfg.image_size)
+    with torch.no_grad():
+        a, b = with_head(x), without(x)
+    assert float(a.magnification.abs().max()) == 0.0 and b.magnification is None
+    torch.testing.assert_close(a.dense.means, b.dense.means)
+    torch.testing.assert_close(a.input_camera.K, b.input_camera.K)
+    cams = Cameras.orbit(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([2.5]), torch.tensor([18.83]), 16)
+    batch = {"images": torch.rand(1, 1, 3, 16, 16), "world_to_cam": cams.world_to_cam[None], "K": cams.K[None]}
+    out = with_head.train()(x, pose_only=True)
+    loss = magnification_loss(out.magnification, batch)
+    assert math.isclose(float(loss), math.log(2.7 / 2.5) ** 2, rel_tol=2e-2)
+    loss.backward()
+    assert float(with_head.magnification_head.mlp[-1].weight.grad.abs().sum()) > 0
+    with_head.eval()
+    assert get_config("tiny", ["model.pixel_aligned=false"]).model.magnification_head is False
+    with pytest.raises(ValueError, match="magnification_head"):
+        PanoLAM(get_config("tiny", ["model.pixel_aligned=false", "model.magnification_head=true"]).model)

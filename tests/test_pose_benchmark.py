@@ -24,9 +24,11 @@ def test_pose_table_bins_every_view_within_the_angle(tmp_path, capsys):
     for row in result["rows"]:
         assert row["views"] > 0
         assert 0 <= row["yaw_median"] <= 180 and 0 <= row["pitch_median"] <= 180 and 0 <= row["within_10"] <= 1
+        # The untrained magnification head answers "nominal", so its error is the nominal camera's (> 0: jittered views).
+        assert row["mag_median"] == pytest.approx(row["mag_nominal_median"], abs=1e-6) and row["mag_median"] > 0
     assert bench.main(["--data", data, "--checkpoint", str(ckpt), "--limit", "2"]) == 0
     out = capsys.readouterr().out
-    assert "| true view | views |" in out and out.count("\n| ") >= 2
+    assert "| true view | views |" in out and "magnification error median |" in out and out.count("\n| ") >= 2
 
 
 def test_wrap_keeps_yaw_errors_short_way_round():

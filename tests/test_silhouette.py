@@ -90,7 +90,7 @@ def test_switching_the_cues_on_leaves_a_trained_network_unchanged_and_they_learn
     plain = PanoLAM(_tiny(silhouette_cues=False)).eval()
     cued = PanoLAM(_tiny(silhouette_cues=True))
     missing = cued.load_state_dict(plain.state_dict(), strict=False).missing_keys
-    assert missing and all(k.startswith(("point_silhouette_proj.", "dense_silhouette_proj.")) for k in missing)
+    assert missing and all(k.startswith(("point_silhouette_proj.", "dense_silhouette_proj.")) for k in missing), missing
     cued.eval()
     images = torch.rand(2, 3, 56, 56)
     with torch.no_grad():

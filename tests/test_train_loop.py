@@ -95,8 +95,8 @@ def test_init_weights_starts_from_a_checkpoint(dataset, tmp_path):
 
 
 def test_pose_head_only_training_changes_the_pose_head_alone(dataset, tmp_path):
-    """``train.trainable=pose_head``: the pose loss is the whole loss, it falls, only pose_head.* weights
-    move, and the run's checkpoint is a complete network that loads like any other."""
+    """``train.trainable=pose_head``: the pose (and magnification) loss is the whole loss, it falls, only
+    pose_head.* and magnification_head.* weights move, and the run's checkpoint is a complete network that loads like any other."""
     from panolam.model.checkpoint import load_model
 
     source = tmp_path / "source"
@@ -112,14 +112,15 @@ def test_pose_head_only_training_changes_the_pose_head_alone(dataset, tmp_path):
 
         with torch.no_grad():
             out = trainer.model(loop.encoder_input(probe, trainer.cfg.model.image_size, torch.device("cpu")), pose_only=True)
-        return float(pose_only_loss(out.pose, probe).total)
+        return float(pose_only_loss(out, probe).total)
 
     before = probe_loss()
     last = trainer.fit()
-    assert set(last) == {"pose", "total"} and probe_loss() < before
+    assert set(last) == {"pose", "magnification", "total"} and probe_loss() < before
     after = _weights(tmp_path / "pose", 12)
     moved = {k for k in start if not torch.equal(start[k], after[k])}
-    assert moved and all(k.startswith("pose_head.") for k in moved), sorted(moved)[:5]
+    assert moved and all(k.startswith(("pose_head.", "magnification_head.")) for k in moved), sorted(moved)[:5]
+    assert any(k.startswith("magnification_head.") for k in moved)
     model, _ = load_model(tmp_path / "pose" / "checkpoints" / "step_00000012" / "model")
     assert model.cfg.pose_head == "grid"
     with pytest.raises(ValueError, match="train.trainable"):
@@ -140,5 +141,5 @@ def test_heads_training_keeps_the_encoder_and_pose_head_fixed(dataset, tmp_path)
     loop.train(get_config("tiny", over), dataset, str(tmp_path / "heads"), progress=False)
     after = _weights(tmp_path / "heads", 2)
     moved = {k for k in start if not torch.equal(start[k], after[k])}
-    assert moved and not any(k.startswith(("encoder.", "pose_head.")) for k in moved), sorted(moved)[:5]
+    assert moved and not any(k.startswith(("encoder.", "pose_head.", "magnification_head.")) for k in moved), sorted(moved)[:5]
     assert any(k.startswith("dense_head.") for k in moved)

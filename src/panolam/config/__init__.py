@@ -52,11 +52,13 @@ def get_config(name: str = "default", overrides: Iterable[str] = ()) -> PanoLAMC
     else:
         raise ValueError(f"unknown config preset {name!r}; choose one of {', '.join(PRESET_NAMES)} or a .json file")
     overridden = {apply_override(cfg, item) for item in overrides}
-    # The silhouette cues are read with the pixel-aligned camera: switching pixel_aligned off (the
-    # "w/o pixel-aligned" ablation) takes them along unless they were asked for explicitly (then the
-    # model refuses the combination with a clear error).
-    if not cfg.model.pixel_aligned and "model.silhouette_cues" not in overridden:
-        cfg.model.silhouette_cues = False
+    # The silhouette cues and the magnification head belong to the pixel-aligned camera: switching
+    # pixel_aligned off (the "w/o pixel-aligned" ablation) takes them along unless they were asked for
+    # explicitly (then the model refuses the combination with a clear error).
+    if not cfg.model.pixel_aligned:
+        for name in ("silhouette_cues", "magnification_head"):
+            if f"model.{name}" not in overridden:
+                setattr(cfg.model, name, False)
     return cfg
 
 

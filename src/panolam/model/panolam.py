@@ -16,8 +16,9 @@ must now make the whole deformation — decodes Gaussians at W·V + O; ``coarse`
 ``pixel_aligned=True`` (beyond the paper, :mod:`panolam.model.pixel_aligned`) adds a pose head
 that estimates the input camera, projects the template and dense points into the input image with
 that camera (or the one the caller passes: the true one in training) and feeds what they sample
-there into the point tokens and the dense head, with a visibility-driven colour copy gate.
-The network never renders and never reads datasets.
+there into the point tokens and the dense head, with a visibility-driven colour copy gate;
+``magnification_head=True`` also estimates how large the head appears (the camera's focal length
+over its distance), which the nominal camera otherwise assumes. The network never renders and never reads datasets.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from panolam.geometry.densify import build_densified_mesh, densify
 from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
-from panolam.model.pixel_aligned import (ColourGate, InputCamera, PixelAlignedSampler, PixelFeatures, PoseHead,
+from panolam.model.pixel_aligned import (ColourGate, InputCamera, MagnificationHead, PixelAlignedSampler, PixelFeatures, PoseHead,
                                          mask_from_background, pose_angles, zero_init_mlp)
 from panolam.model.point_branch import PointBranch
 from panolam.model.silhouette import CUE_DIM, silhouette_cues, silhouette_profile
@@ -48,6 +49,7 @@ class PanoLAMOutput:
     dense: Gaussians | None  # (B, M_D) Gaussians: the reconstructed head (None only for pose_only=True)
     planes: torch.Tensor | None  # (B, 6, C_st, H_T, W_T) predicted spherical tri-planes (None only for pose_only=True)
     pose: torch.Tensor | None = None  # (B, 4) estimated input view (sin, cos of yaw and pitch); pixel_aligned only
+    magnification: torch.Tensor | None = None  # (B,) estimated log magnification of the input view; model.magnification_head only
     input_camera: InputCamera | None = None  # the camera the points were projected with; pixel_aligned only
 
     def input_pose_deg(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -115,6 +117,8 @@ class PanoLAM(nn.Module):
             dense_normals = densify(W, normals)
             self.register_buffer("dense_normals", torch.nn.functional.normalize(dense_normals, dim=-1), persistent=False)
             self.pose_head = PoseHead(cfg.c_t, cfg.pose_head)
+            if cfg.magnification_head:
+                self.magnification_head = MagnificationHead(cfg.c_t)
             self.pixel_sampler = PixelAlignedSampler(cfg.c_t)
             d = self.pixel_sampler.out_dim
             # Zero-initialised: a pixel-aligned network fine-tuned from a plain one starts as that network.
@@ -127,6 +131,8 @@ class PanoLAM(nn.Module):
                 self.dense_silhouette_proj = zero_init_mlp(CUE_DIM, cfg.c_t, 2 * cfg.c_t)
         elif cfg.silhouette_cues:
             raise ValueError("model.silhouette_cues needs model.pixel_aligned=true (the cues are read with the input camera)")
+        elif cfg.magnification_head:
+            raise ValueError("model.magnification_head needs model.pixel_aligned=true (it sets the input camera)")
 
     def forward(self, images: torch.Tensor, camera: InputCamera | None = None, masks: torch.Tensor | None = None,
                 pose_only: bool = False) -> PanoLAMOutput:
@@ -140,7 +146,8 @@ class PanoLAM(nn.Module):
                 raise ValueError("pose_only needs a pose head, which only a model.pixel_aligned network has")
             with torch.no_grad():
                 tokens = self.encoder(images)
-            return PanoLAMOutput(coarse=None, dense=None, planes=None, pose=self.pose_head(tokens))
+            return PanoLAMOutput(coarse=None, dense=None, planes=None, pose=self.pose_head(tokens),
+                                 magnification=self._magnification(tokens))
         tokens = self.encoder(images)
         b = tokens.shape[0]
         planes = self.triplane_branch.planes(tokens)
@@ -180,15 +187,17 @@ class PanoLAM(nn.Module):
         dense = _gaussians(dense_points, dense_params)
         if pix is None:
             return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes)
-        return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes, pose=pix["pose"], input_camera=pix["camera"])
+        return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes, pose=pix["pose"], input_camera=pix["camera"],
+                             magnification=pix["magnification"])
 
     def _pixel_inputs(self, images: torch.Tensor, tokens: torch.Tensor, camera: InputCamera | None,
                       masks: torch.Tensor | None) -> dict:
         """Everything the points sample from, computed once per image: camera, pose, stem and token maps."""
         pose = self.pose_head(tokens)
+        magnification = self._magnification(tokens)
         if camera is None:
             yaw, pitch = pose_angles(pose.detach())
-            camera = InputCamera.from_pose(yaw, pitch)
+            camera = InputCamera.from_pose(yaw, pitch, log_magnification=None if magnification is None else magnification.detach())
         camera = camera.to(images.device)
         images = images.float()
         masks = mask_from_background(images) if masks is None else masks.to(images.device, images.dtype)
@@ -203,8 +212,12 @@ class PanoLAM(nn.Module):
             images, masks = (torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
                                                              antialias=True) for x in (images, masks))
         profile = silhouette_profile(images, masks, camera) if self.cfg.silhouette_cues else None
-        return {"pose": pose, "camera": camera, "images": images, "masks": masks, "stem": stem, "tokens": token_map,
+        return {"pose": pose, "magnification": magnification, "camera": camera, "images": images, "masks": masks, "stem": stem, "tokens": token_map,
                 "silhouette": profile}
+
+    def _magnification(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """The magnification head's estimate (B,), or None without one (the nominal camera is used)."""
+        return self.magnification_head(tokens) if self.cfg.magnification_head else None
 
     def _sample(self, pix: dict, points: torch.Tensor, normals: torch.Tensor) -> PixelFeatures:
         normals = normals.unsqueeze(0).expand(points.shape[0], -1, -1) if normals.ndim == 2 else normals

@@ -43,13 +43,18 @@ class InputCamera:
 
     @staticmethod
     def from_pose(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor, radius: float = EG3D_RADIUS,
-                  fov_deg: float = NOMINAL_FOV_DEG) -> "InputCamera":
-        """Orbit cameras looking at the origin (no roll; the photo framing levels the eyes)."""
+                  fov_deg: float = NOMINAL_FOV_DEG, log_magnification: torch.Tensor | None = None) -> "InputCamera":
+        """Orbit cameras looking at the origin (no roll; the photo framing levels the eyes).
+        ``log_magnification`` (B,) scales the focal length by its exp (see :func:`log_magnification`)."""
         yaw, pitch = yaw_deg.reshape(-1).float(), pitch_deg.reshape(-1).float()
         c2w = look_at(orbit_position(yaw.cpu(), pitch.cpu(), torch.full_like(yaw.cpu(), radius))).to(yaw.device)
         f = float(focal_from_diag_fov(fov_deg))
-        K = torch.tensor([[f, 0.0, 0.5], [0.0, f, 0.5], [0.0, 0.0, 1.0]], device=yaw.device).expand(len(yaw), 3, 3)
-        return InputCamera(torch.linalg.inv(c2w), K.clone())
+        K = torch.tensor([[f, 0.0, 0.5], [0.0, f, 0.5], [0.0, 0.0, 1.0]], device=yaw.device).expand(len(yaw), 3, 3).clone()
+        if log_magnification is not None:
+            gain = torch.exp(log_magnification.reshape(-1).float()).to(yaw.device)
+            K[:, 0, 0] = K[:, 0, 0] * gain
+            K[:, 1, 1] = K[:, 1, 1] * gain
+        return InputCamera(torch.linalg.inv(c2w), K)
 
     @staticmethod
     def from_cameras(cams: Cameras) -> "InputCamera":
@@ -81,6 +86,15 @@ def camera_pose_deg(world_to_cam: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     yaw = torch.rad2deg(torch.atan2(c[..., 0], c[..., 2]))
     pitch = torch.rad2deg(torch.asin((c[..., 1] / c.norm(dim=-1).clamp_min(1e-8)).clamp(-1, 1)))
     return yaw, pitch
+
+
+def log_magnification(cam: InputCamera) -> torch.Tensor:
+    """(B,) log of how much larger than nominal the head appears: (focal / distance to the origin) over
+    the nominal camera's (EG3D radius and FOV). Framed photos are close to 0; the synthetic datasets
+    jitter radius and FOV per view (about ±6 %), which shifts a head's outline by several pixels."""
+    nominal = float(focal_from_diag_fov(NOMINAL_FOV_DEG)) / EG3D_RADIUS
+    focal = 0.5 * (cam.K[:, 0, 0] + cam.K[:, 1, 1])
+    return torch.log(focal / cam.centers.norm(dim=-1) / nominal)
 
 
 def project(points: torch.Tensor, cam: InputCamera) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,6 +263,28 @@ class PoseHead(nn.Module):
             grid = self.norm(tokens).transpose(1, 2).reshape(b, c, side, side)
             raw = self.mlp(self.convs(grid)).float()
         return torch.cat([F.normalize(raw[:, :2], dim=-1, eps=1e-6), F.normalize(raw[:, 2:], dim=-1, eps=1e-6)], dim=-1)
+
+
+class MagnificationHead(nn.Module):
+    """Image tokens (B, N, C) -> (B,) :func:`log_magnification` of the input camera, read off the token
+    grid like :class:`PoseHead` ("grid" kind). Its last layer starts at zero (nominal magnification),
+    so adding it to a trained network changes nothing until it is trained (``train.trainable=pose_head``)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        width = max(32, min(128, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.convs = nn.Sequential(nn.Conv2d(dim, width, 3, 2, 1), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1), nn.GELU(),
+                                   nn.AdaptiveAvgPool2d(POSE_GRID))
+        self.mlp = zero_init_mlp(width * POSE_GRID ** 2, 2 * width, 1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, n, c = tokens.shape
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(f"the magnification head needs a square token grid, got {n} tokens")
+        grid = self.norm(tokens).transpose(1, 2).reshape(b, c, side, side)
+        return self.mlp(self.convs(grid).flatten(1))[:, 0].float()
 
 
 def pose_vector(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ from panolam.train.state_io import STATE_JSON, TrainStateError, has_state, load_
 
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", STATE_JSON
 TRAINABLE = ("all", "pose_head", "heads")  # train.trainable
+CAMERA_HEADS = ("pose_head.", "magnification_head.")  # what train.trainable=pose_head trains (and heads freezes)
 STAGING_GLOB = ".step_*.tmp-*"
 
 
@@ -301,10 +302,10 @@ class Trainer:
             if not cfg.model.pixel_aligned:
                 raise ValueError("train.trainable=pose_head needs a network with a pose head (model.pixel_aligned=true)")
             for name, p in self.model.named_parameters():
-                p.requires_grad_(name.startswith("pose_head."))
+                p.requires_grad_(name.startswith(CAMERA_HEADS))
         elif t.trainable == "heads":  # the image tokens stay exactly as they were: a pose head trained on them stays valid
             for name, p in self.model.named_parameters():
-                if name.startswith(("encoder.", "pose_head.")):
+                if name.startswith(("encoder.", *CAMERA_HEADS)):
                     p.requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -404,7 +405,7 @@ class Trainer:
                 out = self.model(encoder_input(batch, self.cfg.model.image_size, self.accel.device), pose_only=True)
             else:
                 out = self.model(**model_inputs(batch, self.cfg, self.accel.device, self.gen))
-        result = pose_only_loss(out.pose, batch) if self.pose_only else self.loss_fn(out, batch)
+        result = pose_only_loss(out, batch) if self.pose_only else self.loss_fn(out, batch)
         if not torch.isfinite(result.total):
             raise NonFiniteLoss(f"non-finite loss {result.total.item()} at step {self.step} (rank {self.rank}) for subjects "
                                 f"{list(batch['subject'])}; terms: { {k: float(v) for k, v in result.terms.items()} }")
