@@ -67,7 +67,10 @@ def test_reconstruct_reports_bad_photos_and_goes_on(tmp_path, photo, capsys):
     assert (tmp_path / "o" / "astro" / "head.ply").exists() and not (tmp_path / "o" / "notimage").exists()
     # --refine: two steps at the 64² framing, reported and timed.
     assert "astro: refinement: 2 steps at 64x64" in captured.out
-    assert json.loads((tmp_path / "o" / "astro" / "timings.json").read_text())["refine_s"] > 0
+    timings = json.loads((tmp_path / "o" / "astro" / "timings.json").read_text())
+    assert timings["refine_s"] > 0
+    # The camera estimate is reported: view and apparent size (the untrained magnification head says nominal).
+    assert timings["input_magnification_pct"] == 0.0 and "size +0%]" in captured.out and "[estimated view: yaw" in captured.out
     assert main(["reconstruct", str(photo), "-o", str(tmp_path / "o2"), "--refine", "-1"]) == 2
     assert "--refine -1" in capsys.readouterr().err
 

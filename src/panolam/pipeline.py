@@ -133,6 +133,8 @@ class Reconstructor:
         pose = out.input_pose_deg()
         if pose is not None:  # the pose head's view estimate, kept with the timings for the user and benchmarks
             timings["input_yaw_deg"], timings["input_pitch_deg"] = float(pose[0][0]), float(pose[1][0])
+        if out.magnification is not None:  # how much larger than the nominal framing the head appears, in percent
+            timings["input_magnification_pct"] = 100 * float(torch.expm1(out.magnification[0]))
         faces = getattr(self.model, "dense_faces", None)
         return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained, alpha=alpha,
                               input_camera=camera, faces=faces.cpu().numpy() if faces is not None else None)
