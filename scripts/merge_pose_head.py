@@ -20,10 +20,12 @@ from panolam.atomic import atomic_write_bytes
 CAMERA_HEADS = ("pose_head.", "magnification_head.")  # what the pose-head stage trains
 
 
-def merge(heads_dir: Path, pose_dir: Path, out_dir: Path) -> int:
-    """Write ``out_dir`` = ``heads_dir`` with every camera-head tensor (``pose_head.*``, ``magnification_head.*``)
-    from ``pose_dir``; returns their count. A magnification head that only the pose stage has is added, and
-    switched on in the output's config."""
+def merge(heads_dir: Path, pose_dir: Path, out_dir: Path, only: tuple[str, ...] = CAMERA_HEADS) -> int:
+    """Write ``out_dir`` = ``heads_dir`` with every camera-head tensor (``pose_head.*``, ``magnification_head.*``;
+    ``only`` some of those prefixes) from ``pose_dir``; returns their count. A magnification head that only the
+    pose stage has is added, and switched on in the output's config."""
+    if not only or not set(only) <= set(CAMERA_HEADS):
+        raise SystemExit(f"only: choose among {', '.join(CAMERA_HEADS)}, got {only}")
     heads = load_file(str(heads_dir / "model.safetensors"))
     pose = load_file(str(pose_dir / "model.safetensors"))
     rest_h = {k for k in heads if not k.startswith(CAMERA_HEADS)}
@@ -33,14 +35,14 @@ def merge(heads_dir: Path, pose_dir: Path, out_dir: Path) -> int:
     encoder = [k for k in heads if k.startswith("encoder.")]
     if not encoder or not all(torch.equal(heads[k], pose[k]) for k in encoder):
         raise SystemExit("the two models' encoders differ: both stages must start from the same frozen encoder")
-    moved = [k for k in pose if k.startswith(CAMERA_HEADS)]
-    if not any(k.startswith("pose_head.") for k in moved):
+    if not any(k.startswith("pose_head.") for k in pose):
         raise SystemExit("no pose_head.* tensors: train with --set model.pixel_aligned=true")
+    moved = [k for k in pose if k.startswith(tuple(only))]
     has_mag = any(k.startswith("magnification_head.") for k in moved)
-    if not has_mag and any(k.startswith("magnification_head.") for k in heads):
+    if not has_mag and "magnification_head." in only and any(k.startswith("magnification_head.") for k in heads):
         raise SystemExit("the heads stage has a magnification head and the pose stage has none: train the pose stage "
                          "with --set model.magnification_head=true")
-    merged = {k: heads[k] for k in rest_h} | {k: pose[k] for k in moved}
+    merged = {k: v for k, v in heads.items() if k in rest_h or not k.startswith(tuple(only))} | {k: pose[k] for k in moved}
     meta = json.loads((heads_dir / "panolam.json").read_text())
     if has_mag and isinstance(meta.get("config"), dict) and isinstance(meta["config"].get("model"), dict):
         meta["config"]["model"]["magnification_head"] = True
@@ -56,8 +58,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("heads", type=Path, help="model dir of the heads stage (everything but the pose head)")
     ap.add_argument("pose", type=Path, help="model dir of the pose-head stage")
     ap.add_argument("out", type=Path, help="output model dir")
+    ap.add_argument("--only", nargs="+", choices=[p.rstrip(".") for p in CAMERA_HEADS], default=None,
+                    help="take only these camera heads from POSE (default: both); e.g. --only magnification_head keeps HEADS' pose head")
     a = ap.parse_args(argv)
-    print(f"copied {merge(a.heads, a.pose, a.out)} pose/magnification head tensors into {a.out}", file=sys.stderr)
+    only = CAMERA_HEADS if a.only is None else tuple(p + "." for p in a.only)
+    print(f"copied {merge(a.heads, a.pose, a.out, only)} pose/magnification head tensors into {a.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -58,3 +58,17 @@ def test_merge_adds_a_magnification_head_and_switches_it_on(tmp_path):
     # The other way round would drop the head: refused.
     with pytest.raises(SystemExit, match="magnification head"):
         _script().merge(tmp_path / "out", heads, tmp_path / "out2")
+
+
+def test_merge_only_the_magnification_head_keeps_the_pose_head(tmp_path):
+    heads, pose = _model(tmp_path / "h", 1.0, 2.0, 3.0), _model(tmp_path / "p", 1.0, 5.0, 7.0)
+    t = load_file(str(pose / "model.safetensors"))
+    t["magnification_head.mlp.w"] = torch.full((4,), 0.5)
+    save_file(t, str(pose / "model.safetensors"))
+    script = _script()
+    script.main([str(heads), str(pose), str(tmp_path / "out"), "--only", "magnification_head"])
+    out = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert torch.equal(out["pose_head.w"], torch.full((2, 2), 3.0))  # the heads model's own
+    assert torch.equal(out["magnification_head.mlp.w"], torch.full((4,), 0.5))
+    with pytest.raises(SystemExit):
+        script.merge(heads, pose, tmp_path / "out2", only=("encoder.",))
