@@ -243,10 +243,7 @@ class PoseHead(nn.Module):
         if kind == "mean":
             self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 4))
         else:
-            width = max(32, min(128, dim))
-            self.norm = nn.LayerNorm(dim)
-            self.convs = nn.Sequential(nn.Conv2d(dim, width, 3, 2, 1), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1), nn.GELU(),
-                                       nn.AdaptiveAvgPool2d(POSE_GRID))
+            width, self.norm, self.convs = _grid_trunk(dim)
             self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(width * POSE_GRID ** 2, 2 * width), nn.GELU(), nn.Linear(2 * width, 4))
         with torch.no_grad():  # start at the frontal view (yaw 0, pitch 0)
             self.mlp[-1].weight.mul_(0.01)
@@ -256,12 +253,7 @@ class PoseHead(nn.Module):
         if self.kind == "mean":
             raw = self.mlp(tokens.mean(dim=1)).float()
         else:
-            b, n, c = tokens.shape
-            side = math.isqrt(n)
-            if side * side != n:
-                raise ValueError(f"the grid pose head needs a square token grid, got {n} tokens")
-            grid = self.norm(tokens).transpose(1, 2).reshape(b, c, side, side)
-            raw = self.mlp(self.convs(grid)).float()
+            raw = self.mlp(self.convs(_token_grid(self.norm(tokens), "grid pose head"))).float()
         return torch.cat([F.normalize(raw[:, :2], dim=-1, eps=1e-6), F.normalize(raw[:, 2:], dim=-1, eps=1e-6)], dim=-1)
 
 
@@ -272,19 +264,29 @@ class MagnificationHead(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        width = max(32, min(128, dim))
-        self.norm = nn.LayerNorm(dim)
-        self.convs = nn.Sequential(nn.Conv2d(dim, width, 3, 2, 1), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1), nn.GELU(),
-                                   nn.AdaptiveAvgPool2d(POSE_GRID))
+        width, self.norm, self.convs = _grid_trunk(dim)
         self.mlp = zero_init_mlp(width * POSE_GRID ** 2, 2 * width, 1)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, n, c = tokens.shape
-        side = math.isqrt(n)
-        if side * side != n:
-            raise ValueError(f"the magnification head needs a square token grid, got {n} tokens")
-        grid = self.norm(tokens).transpose(1, 2).reshape(b, c, side, side)
-        return self.mlp(self.convs(grid).flatten(1))[:, 0].float()
+        return self.mlp(self.convs(_token_grid(self.norm(tokens), "magnification head")).flatten(1))[:, 0].float()
+
+
+def _grid_trunk(dim: int) -> tuple[int, nn.LayerNorm, nn.Sequential]:
+    """The camera heads' shared layout: a token LayerNorm and two strided convolutions pooled to a
+    POSE_GRID x POSE_GRID map of ``width`` channels (returned first)."""
+    width = max(32, min(128, dim))
+    convs = nn.Sequential(nn.Conv2d(dim, width, 3, 2, 1), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1), nn.GELU(),
+                          nn.AdaptiveAvgPool2d(POSE_GRID))
+    return width, nn.LayerNorm(dim), convs
+
+
+def _token_grid(tokens: torch.Tensor, what: str) -> torch.Tensor:
+    """(B, N, C) tokens -> their (B, C, √N, √N) patch grid; a non-square count is an error naming ``what``."""
+    b, n, c = tokens.shape
+    side = math.isqrt(n)
+    if side * side != n:
+        raise ValueError(f"the {what} needs a square token grid, got {n} tokens")
+    return tokens.transpose(1, 2).reshape(b, c, side, side)
 
 
 def pose_vector(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
