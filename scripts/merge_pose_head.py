@@ -15,9 +15,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from panolam.atomic import atomic_write_bytes
-
-
-CAMERA_HEADS = ("pose_head.", "magnification_head.")  # what the pose-head stage trains
+from panolam.model.pixel_aligned import CAMERA_HEADS  # what the pose-head stage trains
 
 
 def merge(heads_dir: Path, pose_dir: Path, out_dir: Path, only: tuple[str, ...] = CAMERA_HEADS) -> int:
@@ -37,12 +35,12 @@ def merge(heads_dir: Path, pose_dir: Path, out_dir: Path, only: tuple[str, ...] 
         raise SystemExit("the two models' encoders differ: both stages must start from the same frozen encoder")
     if not any(k.startswith("pose_head.") for k in pose):
         raise SystemExit("no pose_head.* tensors: train with --set model.pixel_aligned=true")
-    moved = [k for k in pose if k.startswith(tuple(only))]
+    moved = [k for k in pose if k.startswith(only)]
     has_mag = any(k.startswith("magnification_head.") for k in moved)
     if not has_mag and "magnification_head." in only and any(k.startswith("magnification_head.") for k in heads):
         raise SystemExit("the heads stage has a magnification head and the pose stage has none: train the pose stage "
                          "with --set model.magnification_head=true")
-    merged = {k: v for k, v in heads.items() if k in rest_h or not k.startswith(tuple(only))} | {k: pose[k] for k in moved}
+    merged = {k: v for k, v in heads.items() if not k.startswith(only)} | {k: pose[k] for k in moved}
     meta = json.loads((heads_dir / "panolam.json").read_text())
     if has_mag and isinstance(meta.get("config"), dict) and isinstance(meta["config"].get("model"), dict):
         meta["config"]["model"]["magnification_head"] = True

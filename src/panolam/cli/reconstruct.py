@@ -81,10 +81,10 @@ def reconstruct_one(rec, stem: str, photo, out_dir: Path, args: argparse.Namespa
     result, refined = refine_reconstruction(result, args.refine)
     paths = write_head(result, out_dir, mesh=not args.no_mesh)
     t = result.timings
-    view = f"  [estimated view: yaw {t['input_yaw_deg']:+.0f}°, pitch {t['input_pitch_deg']:+.0f}°" if "input_yaw_deg" in t else ""
-    if view and "input_magnification_pct" in t:
-        view += f", size {t['input_magnification_pct']:+.0f}%"
-    view += "]" if view else ""
+    view = ""
+    if "input_yaw_deg" in t:
+        size = f", size {t['input_magnification_pct']:+.0f}%" if "input_magnification_pct" in t else ""
+        view = f"  [estimated view: yaw {t['input_yaw_deg']:+.0f}°, pitch {t['input_pitch_deg']:+.0f}°{size}]"
     echo(f"{stem}: {len(result.gaussians)} Gaussians -> {paths['ply']}  "
          f"(preprocess {t['preprocess_s']:.2f} s, reconstruct {t['reconstruct_s']:.2f} s, "
          + (f"refine {t['refine_s']:.2f} s, " if "refine_s" in t else "") + f"write {t['write_head_s']:.2f} s){view}")

@@ -32,6 +32,7 @@ VISIBILITY_MARGIN = 0.03  # world units a point may lie behind the front surface
 VISIBILITY_SOFTNESS = 0.006
 POSE_GRID = 4  # the grid pose head pools its conv features to POSE_GRID x POSE_GRID cells
 FRONT_FACING_CENTRE, FRONT_FACING_SOFTNESS = 0.15, 0.05  # normal·view ramp: 0.5 at cos 0.15, 0.95 at 0.3
+CAMERA_HEADS = ("pose_head.", "magnification_head.")  # parameter prefixes of the input-camera heads
 
 
 @dataclasses.dataclass

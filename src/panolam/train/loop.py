@@ -46,17 +46,16 @@ from panolam.config import PanoLAMConfig
 from panolam.data.dataset import MultiViewDataset, collate
 from panolam.errors import PanoLAMError
 from panolam.atomic import atomic_write_bytes, staging_dir
-from panolam.geometry.cameras import Cameras
 from panolam.model.checkpoint import CheckpointError, load_weights_into, save_model
 from panolam.model.panolam import PanoLAM
+from panolam.model.pixel_aligned import CAMERA_HEADS  # what train.trainable=pose_head trains (and heads freezes)
 from panolam.model.triplane_decoder import TriplaneRenderer, renderer_from_state
 from panolam.train.gan_teacher import SphereHeadDecoder, resolve_kind, spherehead_decoder
-from panolam.train.losses import PanoLAMLoss, pose_only_loss
+from panolam.train.losses import PanoLAMLoss, batch_input_camera, pose_only_loss
 from panolam.train.state_io import STATE_JSON, TrainStateError, has_state, load_state, save_state
 
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", STATE_JSON
 TRAINABLE = ("all", "pose_head", "heads")  # train.trainable
-CAMERA_HEADS = ("pose_head.", "magnification_head.")  # what train.trainable=pose_head trains (and heads freezes)
 STAGING_GLOB = ".step_*.tmp-*"
 
 
@@ -238,14 +237,12 @@ def model_inputs(batch: dict[str, Any], cfg: PanoLAMConfig, device: torch.device
                  generator: torch.Generator | None = None) -> dict[str, Any]:
     """Keyword arguments of the network for a batch: the encoder image, and for a pixel-aligned network
     the input view's matte and its true camera (perturbed by ``train.input_camera_noise_deg``)."""
-    from panolam.model.pixel_aligned import InputCamera, perturb_camera
+    from panolam.model.pixel_aligned import perturb_camera
 
     images = encoder_input(batch, cfg.model.image_size, device)
     if not cfg.model.pixel_aligned:
         return {"images": images}
-    size = batch["images"].shape[-1]
-    cams = Cameras(batch["world_to_cam"][:, 0].float(), batch["K"][:, 0].float(), size, batch["images"].shape[-2])
-    cam = perturb_camera(InputCamera.from_cameras(cams), cfg.train.input_camera_noise_deg, generator).to(device)
+    cam = perturb_camera(batch_input_camera(batch), cfg.train.input_camera_noise_deg, generator).to(device)
     return {"images": images, "camera": cam, "masks": batch["masks"][:, 0].to(device).float()}
 
 

@@ -34,6 +34,7 @@ from panolam.render import rasterize
 from panolam.train.perceptual import Perceptual
 
 if TYPE_CHECKING:
+    from panolam.model.pixel_aligned import InputCamera
     from panolam.train.gan_teacher import StDecoder
 
 
@@ -51,27 +52,40 @@ def pose_loss(pose: torch.Tensor, world_to_cam: torch.Tensor) -> torch.Tensor:
     return ((pose.float() - target) ** 2).sum(-1).mean()
 
 
+def batch_input_camera(batch: dict) -> "InputCamera":
+    """The stored camera of each batch item's input view (view 0), as the network's InputCamera."""
+    from panolam.model.pixel_aligned import InputCamera
+
+    h, w = batch["images"].shape[-2:]
+    return InputCamera.from_cameras(Cameras(batch["world_to_cam"][:, 0].float(), batch["K"][:, 0].float(), w, h))
+
+
 def magnification_loss(log_mag: torch.Tensor, batch: dict) -> torch.Tensor:
     """Squared error of the magnification head's estimate (B,) against the input cameras' :func:`log_magnification`
     (a 10 % error costs 0.01, about what a 5° yaw error costs :func:`pose_loss`)."""
-    from panolam.model.pixel_aligned import InputCamera, log_magnification
+    from panolam.model.pixel_aligned import log_magnification
 
-    size = batch["images"].shape[-1]
-    cams = Cameras(batch["world_to_cam"][:, 0].float(), batch["K"][:, 0].float(), size, batch["images"].shape[-2])
-    target = log_magnification(InputCamera.from_cameras(cams)).to(log_mag.device)
+    target = log_magnification(batch_input_camera(batch)).to(log_mag.device)
     return (log_mag.float() - target).pow(2).mean()
+
+
+def camera_losses(output, batch: dict) -> dict[str, torch.Tensor]:
+    """The input-camera terms of a network's output: ``pose`` (with a pose head) and ``magnification``
+    (with that head); none for a plain network (not "absent": it has nothing to estimate)."""
+    terms = {}
+    if getattr(output, "pose", None) is not None:
+        terms["pose"] = pose_loss(output.pose, batch["world_to_cam"][:, 0].to(output.pose.device))
+    if getattr(output, "magnification", None) is not None:
+        terms["magnification"] = magnification_loss(output.magnification, batch)
+    return terms
 
 
 def pose_only_loss(output, batch: dict) -> LossResult:
     """The whole loss of ``train.trainable=pose_head`` runs: the pose term (and the magnification term, when
     the network has that head) alone, nothing rendered."""
-    loss = pose_loss(output.pose, batch["world_to_cam"][:, 0].to(output.pose.device))
-    terms = {"pose": loss.detach()}
-    if output.magnification is not None:
-        mag = magnification_loss(output.magnification, batch)
-        loss = loss + mag
-        terms["magnification"] = mag.detach()
-    return LossResult(loss, {**terms, "total": loss.detach()}, (), {})
+    terms = camera_losses(output, batch)
+    loss = sum(terms.values())
+    return LossResult(loss, {**{k: v.detach() for k, v in terms.items()}, "total": loss.detach()}, (), {})
 
 
 def batch_cameras(batch: dict, size: int) -> list[Cameras]:
@@ -190,15 +204,9 @@ class PanoLAMLoss(nn.Module):
                 terms.update({"rgb_st": lr.detach(), "triplane_l1": l1.detach(), "triplane_lpips": lp.detach()})
             else:
                 absent.append("rgb_st")
-            pose = getattr(output, "pose", None)
-            if pose is not None and cfg.lambda_pose > 0:
-                pose_l = pose_loss(pose, batch["world_to_cam"][:, 0].to(device))
-                total = total + cfg.lambda_pose * pose_l
-                terms["pose"] = pose_l.detach()  # (networks without a pose head have no such term: not "absent")
-            mag = getattr(output, "magnification", None)
-            if mag is not None and cfg.lambda_pose > 0:
-                mag_l = magnification_loss(mag, batch)
-                total = total + cfg.lambda_pose * mag_l
-                terms["magnification"] = mag_l.detach()
+            if cfg.lambda_pose > 0:
+                for name, value in camera_losses(output, batch).items():
+                    total = total + cfg.lambda_pose * value
+                    terms[name] = value.detach()
             terms["total"] = total.detach()
         return LossResult(total, terms, tuple(absent), renders)
