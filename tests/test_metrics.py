@@ -73,15 +73,6 @@ def test_head_pose_and_apd_on_a_photo():
     assert metrics.apd(blank, blank) is None
 
 
-def test_euler_of_known_rotation():
-    yaw, pitch, roll = 0.3, -0.2, 0.1
-    cy, sy, cx, sx, cz, sz = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch), math.cos(roll), math.sin(roll)
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    assert np.allclose(metrics._euler_yxz(ry @ rx @ rz), [yaw, pitch, roll])
-
-
 def test_csim_without_optional_models_names_the_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("dlib", "face_recognition_models") else real(name, *a))

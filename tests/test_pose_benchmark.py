@@ -26,9 +26,11 @@ def test_pose_table_bins_every_view_within_the_angle(tmp_path, capsys):
         assert 0 <= row["yaw_median"] <= 180 and 0 <= row["pitch_median"] <= 180 and 0 <= row["within_10"] <= 1
         # The untrained magnification head answers "nominal", so its error is the nominal camera's (> 0: jittered views).
         assert row["mag_median"] == pytest.approx(row["mag_nominal_median"], abs=1e-6) and row["mag_median"] > 0
+        assert 0 <= row["mesh_views"] <= row["views"]  # FaceMesh finds no face in 32² noise heads: "–" columns
     assert bench.main(["--data", data, "--checkpoint", str(ckpt), "--limit", "2"]) == 0
     out = capsys.readouterr().out
     assert "| true view | views |" in out and "magnification error median |" in out and out.count("\n| ") >= 2
+    assert "| true view | views with a face mesh | pose head | face mesh | average (used) |" in out
 
 
 def test_wrap_keeps_yaw_errors_short_way_round():

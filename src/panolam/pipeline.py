@@ -109,30 +109,38 @@ class Reconstructor:
 
     @torch.inference_mode()
     def reconstruct(self, photo: np.ndarray | str | os.PathLike, preprocess: bool = True, size: int = 512,
-                    force: bool = False) -> Reconstruction:
+                    force: bool = False, landmark_yaw: bool = True) -> Reconstruction:
+        """``landmark_yaw``: average the face mesh's yaw (when preprocessing found one) into the pose
+        head's estimate of the input camera (pixel-aligned networks)."""
+        from panolam.model.pixel_aligned import camera_pose_deg
         from panolam.preprocess import frame_photo, load_photo
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         rgb = load_photo(photo) if not isinstance(photo, np.ndarray) else photo
-        alpha = None
+        alpha, face_yaw = None, None
         if preprocess:
             result = frame_photo(rgb, size=size, require_face=not force)  # force: no face is fine
             framed, alpha = result.image, result.alpha
+            if result.face_pose_deg is not None:
+                face_yaw = timings["face_yaw_deg"] = result.face_pose_deg[0]
         else:
             framed, alpha = _square_resize(rgb, size)
         timings["preprocess_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         masks = None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None].to(self.device)
-        out = self.model(self.image_tensor(framed), masks=masks)  # the matte is read by pixel-aligned networks only
+        hint = torch.tensor([face_yaw], device=self.device) if landmark_yaw and face_yaw is not None and self.model_cfg.pixel_aligned else None
+        out = self.model(self.image_tensor(framed), masks=masks, yaw_hint_deg=hint)  # the matte is read by pixel-aligned networks only
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timings["reconstruct_s"] = time.perf_counter() - t0
         head = out.dense[0].detach().to("cpu", torch.float32)
         camera = None if out.input_camera is None else out.input_camera.to("cpu").to_cameras(framed.shape[1], framed.shape[0])
         pose = out.input_pose_deg()
-        if pose is not None:  # the pose head's view estimate, kept with the timings for the user and benchmarks
-            timings["input_yaw_deg"], timings["input_pitch_deg"] = float(pose[0][0]), float(pose[1][0])
+        if pose is not None:  # the view estimate, kept with the timings for the user and benchmarks
+            timings["pose_head_yaw_deg"] = float(pose[0][0])
+            yaw, pitch = camera_pose_deg(out.input_camera.world_to_cam)  # what the points were projected with
+            timings["input_yaw_deg"], timings["input_pitch_deg"] = float(yaw[0]), float(pitch[0])
         if out.magnification is not None:  # how much larger than the nominal framing the head appears, in percent
             timings["input_magnification_pct"] = 100 * float(torch.expm1(out.magnification[0]))
         faces = getattr(self.model, "dense_faces", None)

@@ -84,7 +84,8 @@ def reconstruct_one(rec, stem: str, photo, out_dir: Path, args: argparse.Namespa
     view = ""
     if "input_yaw_deg" in t:
         size = f", size {t['input_magnification_pct']:+.0f}%" if "input_magnification_pct" in t else ""
-        view = f"  [estimated view: yaw {t['input_yaw_deg']:+.0f}°, pitch {t['input_pitch_deg']:+.0f}°{size}]"
+        mesh = f" (network {t['pose_head_yaw_deg']:+.0f}°, face mesh {t['face_yaw_deg']:+.0f}°)" if "face_yaw_deg" in t else ""
+        view = f"  [estimated view: yaw {t['input_yaw_deg']:+.0f}°{mesh}, pitch {t['input_pitch_deg']:+.0f}°{size}]"
     echo(f"{stem}: {len(result.gaussians)} Gaussians -> {paths['ply']}  "
          f"(preprocess {t['preprocess_s']:.2f} s, reconstruct {t['reconstruct_s']:.2f} s, "
          + (f"refine {t['refine_s']:.2f} s, " if "refine_s" in t else "") + f"write {t['write_head_s']:.2f} s){view}")

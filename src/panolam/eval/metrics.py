@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from panolam.preprocess.head_pose import landmark_head_pose
+
 
 class MissingOptionalModel(RuntimeError):
     """An optional metric model (dlib face recognition, mediapipe) is not installed."""
@@ -79,12 +81,6 @@ def lpips(pred: torch.Tensor, target: torch.Tensor, weights: str | None = None) 
 
 # --- head pose (APD) ---------------------------------------------------------------------------
 
-# FaceMesh landmark ids of an anatomical head frame: eye outer corners (subject's right 33, left 263),
-# forehead 10 and chin 152. FaceMesh returns 3D landmarks (z on the scale of x), so the frame's
-# rotation is read off directly — steadier than PnP against a generic face, which no package ships.
-_EYE_R, _EYE_L, _FOREHEAD, _CHIN = 33, 263, 10, 152
-
-
 @functools.lru_cache(maxsize=1)
 def _face_mesh():
     try:
@@ -107,27 +103,10 @@ def face_landmarks(image: torch.Tensor | np.ndarray) -> np.ndarray | None:
 
 
 def head_pose(image: torch.Tensor | np.ndarray) -> np.ndarray | None:
-    """(yaw, pitch, roll) in radians of the face in one (3,H,W) [0,1] or (H,W,3) uint8 image; None if no face.
-
-    The head frame is x = right eye → left eye (image right for a frontal face), y = forehead → chin
-    made orthogonal to x, z = x × y (into the image); a frontal, upright face gives (0, 0, 0)."""
+    """(yaw, pitch, roll) in radians of the face in one (3,H,W) [0,1] or (H,W,3) uint8 image; None if no
+    face (the anatomical frame of :func:`panolam.preprocess.head_pose.landmark_head_pose`)."""
     lm = face_landmarks(image)
-    if lm is None:
-        return None
-    x = lm[_EYE_L] - lm[_EYE_R]
-    x /= np.linalg.norm(x) + 1e-12
-    y = lm[_CHIN] - lm[_FOREHEAD]
-    y -= x * (x @ y)
-    y /= np.linalg.norm(y) + 1e-12
-    return _euler_yxz(np.stack([x, y, np.cross(x, y)], axis=1))
-
-
-def _euler_yxz(r: np.ndarray) -> np.ndarray:
-    """Yaw (about y), pitch (about x), roll (about z) of a rotation matrix R = Ry·Rx·Rz."""
-    pitch = math.asin(max(-1.0, min(1.0, -r[1, 2])))
-    yaw = math.atan2(r[0, 2], r[2, 2])
-    roll = math.atan2(r[1, 0], r[1, 1])
-    return np.array([yaw, pitch, roll])
+    return None if lm is None else landmark_head_pose(lm)
 
 
 def apd(pred: torch.Tensor, target: torch.Tensor) -> float | None:

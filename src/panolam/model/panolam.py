@@ -35,7 +35,7 @@ from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
 from panolam.model.pixel_aligned import (ColourGate, InputCamera, MagnificationHead, PixelAlignedSampler, PixelFeatures, PoseHead,
-                                         mask_from_background, pose_angles, zero_init_mlp)
+                                         fuse_yaw, mask_from_background, pose_angles, zero_init_mlp)
 from panolam.model.point_branch import PointBranch
 from panolam.model.silhouette import CUE_DIM, silhouette_cues, silhouette_profile
 from panolam.model.triplane_branch import TriplaneBranch
@@ -135,10 +135,12 @@ class PanoLAM(nn.Module):
             raise ValueError("model.magnification_head needs model.pixel_aligned=true (it sets the input camera)")
 
     def forward(self, images: torch.Tensor, camera: InputCamera | None = None, masks: torch.Tensor | None = None,
-                pose_only: bool = False) -> PanoLAMOutput:
+                pose_only: bool = False, yaw_hint_deg: torch.Tensor | None = None) -> PanoLAMOutput:
         """``images`` (B, 3, H, W) in [0, 1] on the training background. With ``pixel_aligned``:
         ``camera`` is the input view's camera (default: the pose head's estimate at the nominal radius
         and FOV), ``masks`` (B, 1, H, W) the person matte (default: pixels that differ from white).
+        ``yaw_hint_deg`` (B,) is an independent yaw estimate (face landmarks; NaN where there is none)
+        averaged into the estimated camera's yaw (:func:`~panolam.model.pixel_aligned.fuse_yaw`).
         ``pose_only`` runs the encoder (without gradients) and the pose head only: the output has
         ``pose`` and nothing else (``train.trainable=pose_head``)."""
         if pose_only:
@@ -151,7 +153,7 @@ class PanoLAM(nn.Module):
         tokens = self.encoder(images)
         b = tokens.shape[0]
         planes = self.triplane_branch.planes(tokens)
-        pix = self._pixel_inputs(images, tokens, camera, masks) if self.cfg.pixel_aligned else None
+        pix = self._pixel_inputs(images, tokens, camera, masks, yaw_hint_deg) if self.cfg.pixel_aligned else None
         if self.cfg.coarse_to_fine:
             verts = self.template_vertices.unsqueeze(0).expand(b, -1, -1)
             extra = coarse_pix = None
@@ -191,12 +193,14 @@ class PanoLAM(nn.Module):
                              magnification=pix["magnification"])
 
     def _pixel_inputs(self, images: torch.Tensor, tokens: torch.Tensor, camera: InputCamera | None,
-                      masks: torch.Tensor | None) -> dict:
+                      masks: torch.Tensor | None, yaw_hint_deg: torch.Tensor | None = None) -> dict:
         """Everything the points sample from, computed once per image: camera, pose, stem and token maps."""
         pose = self.pose_head(tokens)
         magnification = self._magnification(tokens)
         if camera is None:
             yaw, pitch = pose_angles(pose.detach())
+            if yaw_hint_deg is not None:
+                yaw = fuse_yaw(yaw, yaw_hint_deg.to(yaw))
             camera = InputCamera.from_pose(yaw, pitch, log_magnification=None if magnification is None else magnification.detach())
         camera = camera.to(images.device)
         images = images.float()

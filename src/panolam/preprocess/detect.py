@@ -60,6 +60,7 @@ class Face:
     eye_left: np.ndarray  # (2,)
     mouth: np.ndarray  # (2,)
     landmarks: np.ndarray | None = None  # (478, 2) face mesh, when the mesh pass succeeded
+    landmark_depth: np.ndarray | None = None  # (478,) the mesh's depth in photo pixels (away from the viewer)
 
     @property
     def area(self) -> float:
@@ -122,13 +123,15 @@ def _refine_with_mesh(rgb: np.ndarray, face: Face) -> None:
         result = _models()["mesh"].process(crop)
     if not result.multi_face_landmarks:
         return
-    pts = np.array([_to_px(p.x, p.y, crop_size, crop_size) for p in result.multi_face_landmarks[0].landmark])
+    marks = result.multi_face_landmarks[0].landmark
+    pts = np.array([_to_px(p.x, p.y, crop_size, crop_size) for p in marks])
     pts = (pts - a[:, 2]) / s  # crop -> photo
+    depth = np.array([p.z for p in marks]) * crop_size / s  # FaceMesh's z is on the scale of x
     # The mesh must land on the detected face; otherwise keep the detector's keypoints.
     centre = pts.mean(axis=0)
     if not (face.box[0] <= centre[0] <= face.box[2] and face.box[1] <= centre[1] <= face.box[3]):
         return
-    face.landmarks = pts
+    face.landmarks, face.landmark_depth = pts, depth
     face.eye_right = pts[list(RIGHT_EYE)].mean(axis=0)
     face.eye_left = pts[list(LEFT_EYE)].mean(axis=0)
     face.mouth = pts[list(MOUTH)].mean(axis=0)

@@ -13,12 +13,14 @@ like the training renders) using the refined person mask. Coordinates are pixel-
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from typing import Any
 
 import numpy as np
 
 from panolam.preprocess.detect import Face, detect_faces, person_mask
+from panolam.preprocess.head_pose import landmark_head_pose
 from panolam.preprocess.io import PreprocessError, check_photo
 from panolam.preprocess.matting import keep_region, refine_alpha
 
@@ -57,7 +59,9 @@ class Framed:
     the alpha matte; ``transform`` maps photo pixels to framed pixels (2x3, ``[x', y'] = A @ [x, y, 1]``)
     and ``inverse`` back. ``face_box`` (x0, y0, x1, y1) and ``landmarks`` (K, 2) are in framed
     pixels (478 mesh points, or the detector's eyes+mouth when the mesh failed); both are None
-    for the person-mask fallback.
+    for the person-mask fallback. ``face_pose_deg`` is the face's (yaw, pitch, roll) in degrees from
+    the mesh's 3D landmarks in the framed image (:func:`~panolam.preprocess.head_pose.landmark_head_pose`;
+    positive yaw = the face turned towards image left), None without a mesh.
     """
 
     image: np.ndarray  # (size, size, 3) uint8
@@ -72,6 +76,7 @@ class Framed:
     face_index: int | None
     photo_size: tuple[int, int]  # (width, height)
     background: tuple[int, int, int]
+    face_pose_deg: tuple[float, float, float] | None = None
 
     @property
     def size(self) -> int:
@@ -89,6 +94,7 @@ class Framed:
             "face_index": self.face_index,
             "face_box": None if self.face_box is None else self.face_box.tolist(),
             "landmarks": None if self.landmarks is None else self.landmarks.round(2).tolist(),
+            "face_pose_deg": None if self.face_pose_deg is None else [round(v, 2) for v in self.face_pose_deg],
             "background": list(self.background),
             "convention": "pixel-centre coordinates (OpenCV warpAffine); [x', y'] = transform @ [x, y, 1]",
         }
@@ -293,7 +299,18 @@ def frame_photo(photo: np.ndarray, size: int = 512, index: int | None = None,
         face_index=chosen,
         photo_size=(w, h),
         background=bg,
+        face_pose_deg=None if face is None else framed_face_pose(a, face),
     )
+
+
+def framed_face_pose(a: np.ndarray, face: Face) -> tuple[float, float, float] | None:
+    """(yaw, pitch, roll) in degrees of ``face`` after the photo -> framed similarity ``a`` (so roll is
+    what is left after levelling the eyes), None without the mesh's 3D landmarks."""
+    if face.landmarks is None or face.landmark_depth is None:
+        return None
+    scale = math.sqrt(abs(np.linalg.det(a[:, :2])))  # a similarity scales depth as it scales x and y
+    pts = np.column_stack([apply_affine(a, face.landmarks), face.landmark_depth * scale])
+    return tuple(float(v) for v in np.degrees(landmark_head_pose(pts)))
 
 
 def _split_alpha(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
