@@ -105,3 +105,20 @@ def test_framing_reports_the_face_pose_and_it_survives_rotating_the_photo() -> N
     np.testing.assert_allclose(rotated.face_pose_deg[:2], upright.face_pose_deg[:2], atol=4)
     assert upright.to_json()["face_pose_deg"] == [round(v, 2) for v in upright.face_pose_deg]
     assert frame_photo(photo, size=256, method="person").face_pose_deg is None
+
+
+def test_reconstruct_records_both_yaws_and_uses_the_fused_one(monkeypatch) -> None:
+    from panolam.pipeline import Reconstructor
+
+    monkeypatch.delenv("PANOLAM_CHECKPOINT", raising=False)
+    with pytest.warns(UserWarning, match="UNTRAINED"):
+        rec = Reconstructor(config="tiny")
+    photo = skimage_data.astronaut()
+    fused = rec.reconstruct(photo, size=64).timings
+    plain = rec.reconstruct(photo, size=64, landmark_yaw=False).timings
+    assert abs(fused["face_yaw_deg"]) < 10 and fused["pose_head_yaw_deg"] == pytest.approx(plain["pose_head_yaw_deg"], abs=1e-4)
+    assert plain["input_yaw_deg"] == pytest.approx(plain["pose_head_yaw_deg"], abs=1e-3)
+    expected = fuse_yaw(torch.tensor([fused["pose_head_yaw_deg"]]), torch.tensor([fused["face_yaw_deg"]]))
+    assert fused["input_yaw_deg"] == pytest.approx(float(expected[0]), abs=1e-3)
+    # The (untrained, seeded) network says ~0° and the mesh ~1.3°: within the window, so the mean is used.
+    assert abs(fused["input_yaw_deg"] - fused["pose_head_yaw_deg"]) > 0.2
