@@ -1,7 +1,7 @@
 """The face's rotation from FaceMesh's 3D landmarks: an anatomical head frame (eye corners, forehead,
 chin) read off directly, since FaceMesh returns a depth for every landmark on the scale of x. No
-package ships a generic 3D face to run PnP against, and this frame is steadier than PnP against our
-procedural template. Used by the preprocessing (a yaw hint for the network's input camera, see
+package ships a generic 3D face to run PnP against, and this frame needs no correspondence between
+FaceMesh's landmarks and our procedural template. Used by the preprocessing (a yaw hint for the network's input camera, see
 :func:`panolam.pipeline.Reconstructor.reconstruct`) and by the APD metric.
 """
 
