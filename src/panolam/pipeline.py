@@ -129,7 +129,7 @@ class Reconstructor:
         timings["preprocess_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         masks = None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None].to(self.device)
-        hint = torch.tensor([face_yaw], device=self.device) if landmark_yaw and face_yaw is not None and self.model_cfg.pixel_aligned else None
+        hint = torch.tensor([face_yaw], device=self.device) if landmark_yaw and face_yaw is not None else None  # read by pixel-aligned networks
         out = self.model(self.image_tensor(framed), masks=masks, yaw_hint_deg=hint)  # the matte is read by pixel-aligned networks only
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

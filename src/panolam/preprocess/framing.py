@@ -286,6 +286,8 @@ def frame_photo(photo: np.ndarray, size: int = 512, index: int | None = None,
     alpha = np.clip(alpha, 0, 1).astype(np.float32)
     composite = framed_rgb.astype(np.float32) * alpha[..., None] + np.array(bg, np.float32) * (1 - alpha[..., None])
     face = faces[chosen] if chosen is not None else None
+    landmarks = None if face is None else apply_affine(
+        a, face.landmarks if face.landmarks is not None else np.stack([face.eye_right, face.eye_left, face.mouth]))
     return Framed(
         image=np.clip(composite + 0.5, 0, 255).astype(np.uint8),
         alpha=alpha,
@@ -294,22 +296,20 @@ def frame_photo(photo: np.ndarray, size: int = 512, index: int | None = None,
         inverse=invert_affine(a),
         method=used,
         face_box=None if face is None else _box_through(a, face.box),
-        landmarks=None if face is None else apply_affine(a, face.landmarks if face.landmarks is not None else np.stack([face.eye_right, face.eye_left, face.mouth])),
+        landmarks=landmarks,
         num_faces=len(faces),
         face_index=chosen,
         photo_size=(w, h),
         background=bg,
-        face_pose_deg=None if face is None else framed_face_pose(a, face),
+        face_pose_deg=None if face is None or face.landmark_depth is None else framed_face_pose(a, landmarks, face.landmark_depth),
     )
 
 
-def framed_face_pose(a: np.ndarray, face: Face) -> tuple[float, float, float] | None:
-    """(yaw, pitch, roll) in degrees of ``face`` after the photo -> framed similarity ``a`` (so roll is
-    what is left after levelling the eyes), None without the mesh's 3D landmarks."""
-    if face.landmarks is None or face.landmark_depth is None:
-        return None
+def framed_face_pose(a: np.ndarray, framed_landmarks: np.ndarray, depth: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of a face from its mesh landmarks already mapped by the photo -> framed
+    similarity ``a`` and their depth in photo pixels (so roll is what is left after levelling the eyes)."""
     scale = math.sqrt(abs(np.linalg.det(a[:, :2])))  # a similarity scales depth as it scales x and y
-    pts = np.column_stack([apply_affine(a, face.landmarks), face.landmark_depth * scale])
+    pts = np.column_stack([framed_landmarks, depth * scale])
     return tuple(float(v) for v in np.degrees(landmark_head_pose(pts)))
 
 
