@@ -311,7 +311,7 @@ def test_reconstruct_cli_reports_no_head_and_has_force(tmp_path, capsys, monkeyp
     from panolam.preprocess import save_png
 
     real = pipeline.Reconstructor
-    monkeypatch.setattr(pipeline, "Reconstructor", lambda ckpt, config, overrides, device: real(None, "tiny", (), "cpu"))
+    monkeypatch.setattr(pipeline, "Reconstructor", lambda ckpt, config, overrides, device, points=None: real(None, "tiny", (), "cpu", points=points))
     cup = save_png(data.coffee(), tmp_path / "cup.png")
     assert main(["reconstruct", str(cup), "-o", str(tmp_path / "o"), "--size", "64", "--frames", "0"]) == 1
     err = capsys.readouterr().err

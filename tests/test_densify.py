@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from panolam.geometry.densify import build_densification, densify
+from panolam.geometry.densify import build_densification, build_densified_mesh, densify
 from panolam.geometry.template import builtin_template
 
 
@@ -177,3 +177,32 @@ def test_densified_mesh_covers_the_template_surface_with_the_same_orientation(he
     assert vol(dense, faces) > 0
     # Every dense point but the final top-up midpoints is a mesh vertex.
     assert len(torch.unique(faces)) >= 3001 - 2
+
+
+def test_surface_transfer_maps_a_coarser_layout_onto_a_finer_one(head):
+    """T·W_coarse = W_fine: features known at the coarser dense points interpolate exactly onto the finer
+    ones (barycentric inside the containing triangle), and shared points take their own value."""
+    from panolam.geometry.densify import surface_transfer
+
+    verts = head.vertices.float()
+    W_a, faces_a = build_densified_mesh(verts, head.faces, 1e-3, target_points=verts.shape[0] + 700)
+    W_b, _ = build_densified_mesh(verts, head.faces, 1e-3, target_points=verts.shape[0] + 2500)
+    pa, pb = densify(W_a, verts), densify(W_b, verts)
+    T = surface_transfer(pa, faces_a, pb)
+    assert T.shape == (pb.shape[0], pa.shape[0])
+    dense = T.to_dense()
+    assert (dense >= 0).all() and torch.allclose(dense.sum(1), torch.ones(pb.shape[0]), atol=1e-5)
+    assert ((dense > 0).sum(1) <= 3).all()
+    torch.testing.assert_close(torch.sparse.mm(T, pa), pb, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.sparse.mm(T, W_a.to_dense()), W_b.to_dense(), atol=1e-5, rtol=0)
+    dist, idx = torch.cdist(pb, pa).min(dim=1)
+    shared = dist < 1e-7
+    assert shared.sum() >= verts.shape[0]  # at least the template's own vertices
+    assert torch.equal(dense[shared].argmax(1), idx[shared]) and (dense[shared].max(1).values == 1).all()
+
+
+def test_surface_transfer_rejects_bad_shapes():
+    from panolam.geometry.densify import surface_transfer
+
+    with pytest.raises(ValueError, match="points"):
+        surface_transfer(torch.zeros(4, 2), torch.zeros(1, 3, dtype=torch.long), torch.zeros(2, 3))

@@ -64,25 +64,27 @@ def test_glb_rejects_bad_meshes(tmp_path, v, f, c, msg):
     assert not (tmp_path / "x.glb").exists()
 
 
-def test_reconstruction_mesh_is_the_gaussians_on_the_dense_template(tmp_path):
-    """The tiny model's head.glb: one vertex per Gaussian at its mean, its colour, the dense template's faces."""
+@pytest.mark.parametrize("points", [None, 1500])
+def test_reconstruction_mesh_is_the_gaussians_on_the_dense_template(tmp_path, points):
+    """The tiny model's head.glb: one vertex per Gaussian at its mean, its colour, the dense template's faces
+    (also when the head has more dense points than the network was trained with)."""
     from panolam.gaussians.ply import load_ply
     from panolam.pipeline import Reconstructor, write_outputs
 
     with pytest.warns(UserWarning, match="UNTRAINED"):
-        rec = Reconstructor(None, "tiny", device="cpu")
+        rec = Reconstructor(None, "tiny", device="cpu", points=points)
     photo = (np.random.default_rng(0).uniform(size=(64, 64, 3)) * 255).astype(np.uint8)
     result = rec.reconstruct(photo, preprocess=False, size=56)
     paths = write_outputs(result, tmp_path, previews=False)
     pos, faces, col, _ = read_glb(paths["glb"])
     head = load_ply(paths["ply"])
-    assert len(pos) == len(head) == rec.model.num_dense
+    assert len(pos) == len(head) == (points or rec.model.num_dense) == rec.model.num_inference_dense
     np.testing.assert_allclose(pos, head.means.numpy(), atol=1e-6)
     np.testing.assert_allclose(col, srgb_to_linear(result.gaussians.colors.numpy()), rtol=1e-5, atol=1e-7)
-    np.testing.assert_array_equal(faces, rec.model.dense_faces.numpy())
+    np.testing.assert_array_equal(faces, rec.model.output_faces.numpy())
     # The mesh before the network's offsets is the template surface: dense template points = W·V.
     from panolam.geometry.densify import densify
 
-    dense_template = densify(rec.model.densify_matrix, rec.model.template_vertices)
+    dense_template = densify(rec.model.inference_densify_matrix, rec.model.template_vertices)
     tri = dense_template[torch.from_numpy(faces.astype(np.int64))]
     assert torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1).min() > 0  # no degenerate faces

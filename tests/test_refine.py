@@ -75,6 +75,24 @@ def test_refinement_lowers_the_input_view_loss_and_freezes_the_unseen(scene):
     torch.testing.assert_close(out.scales, g.scales)
 
 
+def test_renders_leave_out_only_gaussians_that_add_nothing(scene, monkeypatch):
+    """Fitting renders skip Gaussians with zero weight in the input view; the step-0 loss is the full render's."""
+    from panolam.refine import head as refine_module
+
+    g, n_front, cam = scene
+    far = Gaussians(torch.tensor([[3.0, 3.0, 0.0]]), torch.tensor([[1.0, 0, 0, 0]]), torch.full((1, 3), 0.02),
+                    torch.tensor([0.9]), torch.tensor([[0.2, 0.9, 0.1]]))  # outside the image: weight 0
+    g = Gaussians.cat([g, far])
+    image = target_image(g, n_front, cam)
+    drawn = []
+    real = refine_module.rasterize
+    monkeypatch.setattr(refine_module, "rasterize", lambda gs, *a, **k: (drawn.append(len(gs)), real(gs, *a, **k))[1])
+    _, culled = refine_head(g, image, None, cam, steps=1, size=SIZE)
+    assert len(g) not in drawn[1:-1] and drawn[-1] == len(g)  # fitting renders culled; the final one is whole
+    full = (rasterize(g, cam, 1.0).rgb[0].permute(2, 0, 1) - image).abs().mean()
+    assert culled.loss_before == pytest.approx(float(full), rel=1e-4)
+
+
 def test_refinement_sees_the_back_when_the_camera_does(scene):
     """The same scene seen from behind: now the back sheet is refined, while what it covers from there
     (the middle of the front sheet, the small Gaussian between the sheets) keeps its colour."""

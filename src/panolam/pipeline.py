@@ -82,7 +82,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 class Reconstructor:
     """Holds one network on one device and turns photos into heads."""
 
-    def __init__(self, checkpoint: str | os.PathLike | None = None, config: str = "default", overrides: Sequence[str] = (), device: str | torch.device = "auto"):
+    def __init__(self, checkpoint: str | os.PathLike | None = None, config: str = "default", overrides: Sequence[str] = (),
+                 device: str | torch.device = "auto", points: int | None = None):
+        """``points``: dense Gaussians per head (default: the model's ``inference_dense_points``)."""
         from panolam.model.checkpoint import load_model
         from panolam.model.panolam import PanoLAM
 
@@ -100,6 +102,8 @@ class Reconstructor:
             torch.manual_seed(0)
             self.model = PanoLAM(self.model_cfg).to(self.device)
             self.trained = False
+        if points is not None:
+            self.model.set_inference_points(points)
         self.model.eval()
         self.checkpoint = path
 
@@ -143,9 +147,8 @@ class Reconstructor:
             timings["input_yaw_deg"], timings["input_pitch_deg"] = float(yaw[0]), float(pitch[0])
         if out.magnification is not None:  # how much larger than the nominal framing the head appears, in percent
             timings["input_magnification_pct"] = 100 * float(torch.expm1(out.magnification[0]))
-        faces = getattr(self.model, "dense_faces", None)
         return Reconstruction(gaussians=head, framed=framed, timings=timings, trained=self.trained, alpha=alpha,
-                              input_camera=camera, faces=faces.cpu().numpy() if faces is not None else None)
+                              input_camera=camera, faces=self.model.output_faces.cpu().numpy())
 
 
 def input_camera_for(rec: Reconstruction) -> "Cameras":

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine", type=int, default=0, metavar="N",
                    help="also run reconstruct's test-time refinement, N steps against the input view (default 0 = "
                         "feed-forward only; its time counts in Recon.)")
+    p.add_argument("--points", type=int, default=None, metavar="N",
+                   help="dense Gaussians per head (default: the checkpoint's model.inference_dense_points)")
     p.add_argument("--label", default=None, help="method name in the table (default: the checkpoint's directory name)")
     p.add_argument("--no-progress", action="store_true")
     add_device_arg(p)
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--data {args.data}: no dataset there (no manifest.json)")
     if args.refine < 0:
         raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
+    if args.points is not None and args.points < 1:
+        raise UserError(f"--points {args.points}: the number of dense Gaussians must be >= 1")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     from panolam.errors import check_output_dir
@@ -69,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         ckpt = resolve_checkpoint(args.checkpoint)
         label = args.label or _label(ckpt) + (f" + refine {args.refine}" if args.refine else "")
-        report = evaluate(model_reconstructor(ckpt, args.device, args.refine), args.data, label=label, **common)
+        report = evaluate(model_reconstructor(ckpt, args.device, args.refine, args.points), args.data, label=label, **common)
         report.settings["refine_steps"] = args.refine
+        report.settings["points_option"] = args.points  # None: the checkpoint's inference_dense_points
         reports.append(report)
     if args.baseline == "template":
         from panolam.data.manifest import load_manifest

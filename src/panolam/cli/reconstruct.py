@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refine", type=int, default=REFINE_STEPS, metavar="N",
                    help=f"test-time refinement: N Adam steps fitting the visible Gaussians to the photo (default {REFINE_STEPS}, "
                         "0 = off; ~0.05 s per step on one CPU core; the unseen side keeps the network's prediction)")
+    p.add_argument("--points", type=int, default=None, metavar="N",
+                   help="dense Gaussians per head (default: the model's, 12,000 for the shipped one, which was trained "
+                        "at 6,000; fewer = smaller files, more = fewer see-through gaps in close-ups)")
     p.add_argument("--force", action="store_true", help="reconstruct even when no face is found (profile, back of the head)")
     p.set_defaults(func=run)
 
@@ -67,7 +70,7 @@ def load_reconstructor(args: argparse.Namespace):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rec = Reconstructor(args.checkpoint, args.config, args.overrides, args.device)
+        rec = Reconstructor(args.checkpoint, args.config, args.overrides, args.device, points=args.points)
     for w in caught:
         print(f"WARNING: {w.message}", file=sys.stderr)
     return rec
@@ -109,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--frames must be >= 0, --preview-size >= 8 and --fps >= 1")
     if args.refine < 0:
         raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
+    if args.points is not None and args.points < 1:
+        raise UserError(f"--points {args.points}: the number of dense Gaussians must be >= 1")
     check_output_dir(args.out, "-o")  # before the model loads: a bad -o must not cost a whole batch
     inputs = named_inputs(args.photos)
     rec = load_reconstructor(args)

@@ -380,16 +380,18 @@ def _warm_up(fn: ReconstructFn, sample: dict, size: int) -> None:
 
 # --- reconstructors --------------------------------------------------------------------------------------
 
-def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.device = "auto", refine_steps: int = 0) -> ReconstructFn:
+def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.device = "auto", refine_steps: int = 0,
+                        points: int | None = None) -> ReconstructFn:
     """A network checkpoint (a model dir, a ``step_XXXXXXXX`` dir or a training run dir) as a :data:`ReconstructFn`.
 
     ``refine_steps`` > 0 adds the test-time refinement of ``reconstruct --refine`` (:func:`panolam.refine.refine_head`)
-    against the input view, from the camera the network sampled it with, so its cost counts in ``recon_s``."""
+    against the input view, from the camera the network sampled it with, so its cost counts in ``recon_s``.
+    ``points``: dense Gaussians per head (default: the checkpoint's ``inference_dense_points``)."""
     from panolam.pipeline import Reconstructor, resolve_checkpoint
 
     if refine_steps < 0 or int(refine_steps) != refine_steps:
         raise ValueError(f"refine_steps must be a non-negative integer, got {refine_steps}")
-    rec = Reconstructor(resolve_checkpoint(checkpoint), device=device)
+    rec = Reconstructor(resolve_checkpoint(checkpoint), device=device, points=points)
     size = rec.model_cfg.image_size
 
     def fn(image: torch.Tensor, mask: torch.Tensor | None = None, camera=None) -> Gaussians:

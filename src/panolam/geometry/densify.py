@@ -225,3 +225,45 @@ def densify(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     b, m, c = xd.shape
     flat = xd.permute(1, 0, 2).reshape(m, b * c)
     return torch.sparse.mm(W, flat).reshape(-1, b, c).permute(1, 0, 2).to(x.dtype)
+
+
+def surface_transfer(src_points: torch.Tensor, src_faces: torch.Tensor, dst_points: torch.Tensor, candidates: int = 8) -> torch.Tensor:
+    """Sparse (N_dst, N_src) matrix T with ``T·src_points = dst_points`` for points lying on the triangle
+    surface ``(src_points, src_faces)``: each row holds the barycentric weights of the source triangle
+    containing the point (the nearest of the ``candidates`` triangles with the closest centroids); a
+    point that coincides with a source point gets exactly that point (a one-hot row). Features known at
+    the source points are then interpolated to the destination ones by one sparse matmul, as W does."""
+    from scipy.spatial import cKDTree
+
+    src = src_points.detach().cpu().double().numpy()
+    faces = src_faces.detach().cpu().long().numpy()
+    dst = dst_points.detach().cpu().double().numpy()
+    if src.ndim != 2 or dst.ndim != 2 or src.shape[1] != 3 or dst.shape[1] != 3 or faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError("surface_transfer takes (N, 3) points and (F, 3) faces")
+    tri = src[faces]  # (F, 3, 3)
+    _, cand = cKDTree(tri.mean(1)).query(dst, k=min(candidates, len(faces)))
+    cand = cand.reshape(len(dst), -1)
+    a, b, c = (tri[cand, i] for i in range(3))  # (N, k, 3)
+    e0, e1, e2 = b - a, c - a, dst[:, None] - a
+    d00, d01, d11 = (e0 * e0).sum(-1), (e0 * e1).sum(-1), (e1 * e1).sum(-1)
+    d20, d21 = (e2 * e0).sum(-1), (e2 * e1).sum(-1)
+    den = np.where(np.abs(d00 * d11 - d01 * d01) > 0, d00 * d11 - d01 * d01, 1.0)
+    v, w = (d11 * d20 - d01 * d21) / den, (d00 * d21 - d01 * d20) / den
+    bary = np.stack([1 - v - w, v, w], -1)
+    # How far each candidate is from containing the point: off its plane plus outside its edges.
+    off_plane = np.linalg.norm(dst[:, None] - (a + v[..., None] * e0 + w[..., None] * e1), axis=-1)
+    edge = np.sqrt(d00)
+    miss = off_plane + np.clip(-bary, 0, None).sum(-1) * edge
+    best = miss.argmin(1)
+    rows = np.arange(len(dst))
+    weights = np.clip(bary[rows, best], 0, None)
+    weights /= weights.sum(1, keepdims=True)
+    cols = faces[cand[rows, best]]  # (N, 3)
+    dist, nearest = cKDTree(src).query(dst)
+    scale = np.abs(src).max() if src.size else 1.0
+    same = dist <= 1e-9 * scale
+    weights[same], cols[same] = np.array([1.0, 0.0, 0.0]), nearest[same, None]
+    keep = weights > 0
+    index = torch.from_numpy(np.stack([np.repeat(rows, 3)[keep.ravel()], cols.ravel()[keep.ravel()]]))
+    values = torch.from_numpy(weights.ravel()[keep.ravel()]).float()
+    return torch.sparse_coo_tensor(index, values, (len(dst), len(src)), check_invariants=False).coalesce()

@@ -30,7 +30,7 @@ from torch import nn
 
 from panolam.config.model import ModelConfig
 from panolam.gaussians.container import Gaussians
-from panolam.geometry.densify import build_densified_mesh, densify
+from panolam.geometry.densify import build_densified_mesh, densify, surface_transfer
 from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
@@ -97,6 +97,7 @@ class PanoLAM(nn.Module):
         self.register_buffer("densify_matrix", W, persistent=False)
         normals = template.vertex_normals().float()
         self.register_buffer("template_normals", normals, persistent=False)
+        self.register_buffer("template_faces", template.faces.long(), persistent=False)
         # Triangles over the M_D dense points (dense Gaussian i sits on dense point i): the mesh export.
         self.register_buffer("dense_faces", dense_faces, persistent=False)
         self.num_coarse, self.num_dense = verts.shape[0], W.shape[0]
@@ -133,6 +134,47 @@ class PanoLAM(nn.Module):
             raise ValueError("model.silhouette_cues needs model.pixel_aligned=true (the cues are read with the input camera)")
         elif cfg.magnification_head:
             raise ValueError("model.magnification_head needs model.pixel_aligned=true (it sets the input camera)")
+        self.set_inference_points(cfg.inference_dense_points)
+
+    def set_inference_points(self, count: int) -> None:
+        """Dense points the network outputs in eval mode; 0 = the training count M_D. Training always uses
+        the M_D layout. A different count re-subdivides the template (largest faces first, as for M_D):
+        every dense input is interpolated over the surface, so the trained head applies unchanged."""
+        if count < 0:
+            raise ValueError(f"the number of inference dense points must be >= 0 (0 = model.dense_points), got {count}")
+        if count in (0, self.num_dense):
+            W, faces, transfer = self.densify_matrix, self.dense_faces, None
+        else:
+            device, verts = self.template_vertices.device, self.template_vertices.cpu()
+            W, faces = build_densified_mesh(verts, self.template_faces.cpu(), self.cfg.area_threshold, count)
+            W = W.float().coalesce()
+            # The M_D points' tri-plane features interpolated onto the finer points (see forward).
+            transfer = surface_transfer(densify(self.densify_matrix.cpu(), verts), self.dense_faces.cpu(), densify(W, verts)).to(device)
+            W, faces = W.to(device), faces.to(device)
+        self.register_buffer("inference_transfer", transfer, persistent=False)
+        self.register_buffer("inference_densify_matrix", W, persistent=False)
+        self.register_buffer("inference_dense_faces", faces, persistent=False)
+        if self.cfg.pixel_aligned:
+            normals = torch.nn.functional.normalize(densify(W, self.template_normals), dim=-1)
+            self.register_buffer("inference_dense_normals", normals, persistent=False)
+        if not self.cfg.coarse_to_fine:
+            self.register_buffer("inference_dense_template", densify(W, self.template_vertices), persistent=False)
+        self.num_inference_dense = W.shape[0]
+
+    @property
+    def output_faces(self) -> torch.Tensor:
+        """Triangles over the dense Gaussians the network outputs in its current mode (the mesh export)."""
+        return self.dense_faces if self.training else self.inference_dense_faces
+
+    @property
+    def _finer_at_inference(self) -> bool:
+        """Whether this forward outputs another layout than M_D. Its visibility z-test is then still against
+        the M_D points, so a point both layouts hold sees exactly what it saw in training."""
+        return not self.training and self.num_inference_dense != self.num_dense
+
+    def _dense_layout(self, name: str) -> torch.Tensor:
+        """``name`` in densify_matrix / dense_normals / dense_template for the current mode's dense points."""
+        return getattr(self, name if self.training else "inference_" + name)
 
     def forward(self, images: torch.Tensor, camera: InputCamera | None = None, masks: torch.Tensor | None = None,
                 pose_only: bool = False, yaw_hint_deg: torch.Tensor | None = None) -> PanoLAMOutput:
@@ -165,21 +207,32 @@ class PanoLAM(nn.Module):
                 coarse_params.colors = self.coarse_gate(coarse_params.colors, coarse_pix,
                                                         torch.cat([coarse_pix.features, feats], dim=-1))
             coarse = _gaussians(verts, coarse_params)
-            dense_points = _densify(self.densify_matrix, coarse.means)
-            dense_feats = _densify(self.densify_matrix, feats)
+            W = self._dense_layout("densify_matrix")
+            dense_points = _densify(W, coarse.means)
+            dense_feats = _densify(W, feats)
+            # A finer inference layout (model.inference_dense_points) still tests visibility against the M_D
+            # points and reads the tri-planes there: the planes are coarser than the points, so their
+            # features are interpolated onto the finer points at half the cost of querying each one.
+            trained_points = _densify(self.densify_matrix, coarse.means) if self._finer_at_inference else None
+            occluders = trained_points
         else:
             coarse = None
-            dense_points = self.dense_template.unsqueeze(0).expand(b, -1, -1)
+            dense_points = self._dense_layout("dense_template").unsqueeze(0).expand(b, -1, -1)
+            trained_points = self.dense_template.unsqueeze(0).expand(b, -1, -1) if self._finer_at_inference else None
+            occluders = trained_points
             extra = dense_pix = None
             if pix is not None:  # the points are the dense template: what they sample also feeds the dense head
-                dense_pix = self._sample(pix, dense_points, self.dense_normals)
+                dense_pix = self._sample(pix, dense_points, self._dense_layout("dense_normals"), occluders)
                 extra = self.point_pixel_proj(dense_pix.features) + self._silhouette(dense_pix, "point")
             dense_feats = self.point_branch.features(dense_points, tokens, extra)
-        triplane_feats = self.triplane_branch.aggregate(planes, dense_points)
+        if trained_points is None:
+            triplane_feats = self.triplane_branch.aggregate(planes, dense_points)
+        else:
+            triplane_feats = _densify(self.inference_transfer, self.triplane_branch.aggregate(planes, trained_points))
         hidden = torch.cat([dense_feats, triplane_feats], dim=-1)
         if pix is not None:
             if self.cfg.coarse_to_fine:
-                dense_pix = self._sample(pix, dense_points, self.dense_normals)
+                dense_pix = self._sample(pix, dense_points, self._dense_layout("dense_normals"), occluders)
             hidden = hidden + self.dense_pixel_proj(dense_pix.features) + self._silhouette(dense_pix, "dense")
         dense_params = self.dense_head(hidden)
         if self.dense_scale_floor > 0:
@@ -223,9 +276,10 @@ class PanoLAM(nn.Module):
         """The magnification head's estimate (B,), or None without one (the nominal camera is used)."""
         return self.magnification_head(tokens) if self.cfg.magnification_head else None
 
-    def _sample(self, pix: dict, points: torch.Tensor, normals: torch.Tensor) -> PixelFeatures:
+    def _sample(self, pix: dict, points: torch.Tensor, normals: torch.Tensor, occluders: torch.Tensor | None = None) -> PixelFeatures:
         normals = normals.unsqueeze(0).expand(points.shape[0], -1, -1) if normals.ndim == 2 else normals
-        feats = self.pixel_sampler(pix["images"], pix["masks"], pix["stem"], pix["tokens"], points, normals, pix["camera"])
+        feats = self.pixel_sampler(pix["images"], pix["masks"], pix["stem"], pix["tokens"], points, normals, pix["camera"],
+                                   occluders=occluders)
         if pix["silhouette"] is not None:  # from the sampler's own projection: each point set is projected once
             feats.silhouette = silhouette_cues(pix["silhouette"], feats.uv)
         return feats

@@ -150,17 +150,19 @@ def depth_buffer(uv: torch.Tensor, z: torch.Tensor, grid: int = VISIBILITY_GRID)
 
 
 def soft_visibility(points: torch.Tensor, normals: torch.Tensor, cam: InputCamera, grid: int = VISIBILITY_GRID,
-                    projected: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    projected: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    occluders: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How visible each point is from the input camera, in [0, 1]: soft z-test x front-facing ramp.
 
     Returns ``(visible, z_test, cos)``: ``z_test`` = sigmoid((buffer depth + margin - depth) / softness)
     (0 outside the image), ``cos`` = normal · direction to the camera. No gradient flows through it:
     it gates features, it is not a quantity to optimise. ``projected`` reuses a :func:`project` of the
-    same points by the caller.
+    same points by the caller; ``occluders`` is the projection (uv, depth) of the points whose depth
+    buffer the z-test uses (default: the points themselves).
     """
     with torch.no_grad():
         uv, z = project(points.float(), cam) if projected is None else (projected[0].float(), projected[1].float())
-        zb = depth_buffer(uv, z, grid)
+        zb = depth_buffer(uv, z, grid) if occluders is None else depth_buffer(occluders[0].float(), occluders[1].float(), grid)
         cell = (uv.clamp(0, 1 - 1e-6) * grid).long()
         front = zb.view(len(z), -1).gather(1, cell[..., 1] * grid + cell[..., 0])
         inside = (uv > 0).all(-1) & (uv < 1).all(-1) & (z > 0)
@@ -207,9 +209,14 @@ class PixelAlignedSampler(nn.Module):
         return self.stem(x * 2 - 1)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor, stem_maps: torch.Tensor, token_map: torch.Tensor,
-                points: torch.Tensor, normals: torch.Tensor, cam: InputCamera) -> PixelFeatures:
+                points: torch.Tensor, normals: torch.Tensor, cam: InputCamera, occluders: torch.Tensor | None = None) -> PixelFeatures:
+        """``occluders`` (B, M, 3): the surface points the visibility z-test is against (default ``points``)."""
         uv, z = project(points, cam)
-        visible, z_test, cos = soft_visibility(points, normals, cam, projected=(uv.detach(), z.detach()))
+        occ = None
+        if occluders is not None:
+            with torch.no_grad():
+                occ = project(occluders, cam)
+        visible, z_test, cos = soft_visibility(points, normals, cam, projected=(uv.detach(), z.detach()), occluders=occ)
         rgb_mask = sample_map(torch.cat([images, masks], dim=1), uv)
         rgb, mask = rgb_mask[..., :3], rgb_mask[..., 3:]
         cues = torch.stack([visible, z_test, cos], dim=-1)

@@ -187,7 +187,11 @@ def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_
     target, m, cam = _prepare(image, mask, camera, size, device)
     g0 = gaussians.detach().to(device, torch.float32)
 
-    vis = (visibility_weights(g0, cam, background, backend) > visible_weight).to(torch.float32)
+    weights = visibility_weights(g0, cam, background, backend)
+    vis = (weights > visible_weight).to(torch.float32)
+    # Gaussians that add nothing to the input view (behind the opaque front, or outside the image) are
+    # left out of the fitting renders: at step 0 that render is exact, and it halves a hole-free head.
+    drawn = torch.nonzero(weights > 0).squeeze(1)
     # Only the camera-facing half of the head may change: through a semi-transparent front, Gaussians on
     # the far side still collect some blending weight, and fitting them copies the face onto the back.
     centre = g0.means.mean(0)
@@ -210,8 +214,8 @@ def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_
         means = g0.means + vis[:, None] * max_offset * torch.tanh(dm)
         return Gaussians(means, g0.quats, g0.scales, opac, colors)
 
-    def photometric(g: Gaussians) -> tuple[torch.Tensor, torch.Tensor]:
-        rgb = rasterize(g, cam, background, backend).rgb[0].permute(2, 0, 1)
+    def photometric(g: Gaussians, cull: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        rgb = rasterize(g.select(drawn) if cull else g, cam, background, backend).rgb[0].permute(2, 0, 1)
         return (m * (rgb - target).abs()).sum() / norm, rgb
 
     losses: list[float] = []
@@ -236,7 +240,7 @@ def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_
     with torch.no_grad():
         g = assemble()
         g = Gaussians(g.means, g.quats, g.scales, g.opacities.clamp(LOGIT_EPS, 1 - LOGIT_EPS), g.colors.clamp(0, 1))
-        loss_after = float(photometric(g)[0])
+        loss_after = float(photometric(g, cull=False)[0])
         # Only what was refined is replaced: a frozen Gaussian comes back exactly as it went in (any dtype).
         src = gaussians.detach()
         keep = vis_idx.to(device)

@@ -285,7 +285,7 @@ class Trainer:
                 print(f"train.init_weights: {len(meta['missing_keys'])} parameters are new or rebuilt in this network and keep "
                       f"their initialisation ({', '.join(sorted({k.split('.')[0] for k in meta['missing_keys']}))})")
         # DDP cannot broadcast sparse buffers (the densification matrix); they are derived identically on every rank.
-        sparse = [n for n, b in self.model.named_buffers() if b.is_sparse]
+        sparse = [n for n, b in self.model.named_buffers(remove_duplicate=False) if b.is_sparse]  # aliases too
         if sparse:
             torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self.model, sparse)
         np.random.seed(t.seed + self.rank)
