@@ -99,7 +99,9 @@ def measure_t4(preset: str, points: int, c2f: bool, device: str, repeats: int, o
     from panolam.model.panolam import PanoLAM
     from panolam.train.losses import PanoLAMLoss
 
-    cfg = get_config(preset, [f"model.dense_points={points}", f"model.coarse_to_fine={str(c2f).lower()}", *overrides])
+    # inference_dense_points=0: the eval-mode forward outputs the M_D points being compared (the paper's table).
+    cfg = get_config(preset, [f"model.dense_points={points}", f"model.coarse_to_fine={str(c2f).lower()}",
+                              "model.inference_dense_points=0", *overrides])
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random-init encoder warning: expected here

@@ -206,3 +206,21 @@ def test_surface_transfer_rejects_bad_shapes():
 
     with pytest.raises(ValueError, match="points"):
         surface_transfer(torch.zeros(4, 2), torch.zeros(1, 3, dtype=torch.long), torch.zeros(2, 3))
+
+
+def test_finer_layout_is_the_direct_computation_and_is_cached(head, tmp_path, monkeypatch):
+    from panolam.geometry.densify import finer_layout, surface_transfer
+
+    monkeypatch.setenv("PANOLAM_CACHE_DIR", str(tmp_path))
+    verts, n = head.vertices.float(), head.vertices.shape[0]
+    W, faces, T = finer_layout(verts, head.faces, 1e-3, n + 700, n + 2500)
+    W_t, faces_t = build_densified_mesh(verts, head.faces, 1e-3, n + 700)
+    W_d, faces_d = build_densified_mesh(verts, head.faces, 1e-3, n + 2500)
+    assert torch.equal(W.to_dense(), W_d.float().to_dense()) and torch.equal(faces, faces_d)
+    T_d = surface_transfer(densify(W_t, verts), faces_t, densify(W_d, verts))
+    assert torch.equal(T.to_dense(), T_d.to_dense())
+    entries = list(tmp_path.glob("finer-layout-*.npz"))
+    assert len(entries) == 1
+    W2, faces2, T2 = finer_layout(verts, head.faces, 1e-3, n + 700, n + 2500)  # read back from the file
+    assert torch.equal(W2.to_dense(), W.to_dense()) and torch.equal(faces2, faces) and torch.equal(T2.to_dense(), T.to_dense())
+    assert list(tmp_path.glob("finer-layout-*.npz")) == entries

@@ -267,3 +267,37 @@ def surface_transfer(src_points: torch.Tensor, src_faces: torch.Tensor, dst_poin
     index = torch.from_numpy(np.stack([np.repeat(rows, 3)[keep.ravel()], cols.ravel()[keep.ravel()]]))
     values = torch.from_numpy(weights.ravel()[keep.ravel()]).float()
     return torch.sparse_coo_tensor(index, values, (len(dst), len(src)), check_invariants=False).coalesce()
+
+
+def finer_layout(vertices: torch.Tensor, faces: torch.Tensor, area_threshold: float, trained_points: int,
+                 count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A ``count``-point subdivision of the mesh next to the trained one (``trained_points``; 0 = by
+    ``area_threshold``): its W (count × V), its faces, and :func:`surface_transfer` from the trained
+    points onto it (count × trained). Deterministic, so kept in the on-disk cache (:mod:`panolam.cache`):
+    it costs ~0.5 s of every cold start otherwise."""
+    import hashlib
+
+    from panolam.cache import cached_arrays, source_hash
+
+    v = vertices.detach().cpu().float()
+    f = torch.as_tensor(faces).detach().cpu().long()
+
+    def compute() -> dict[str, np.ndarray]:
+        W_trained, trained_faces = build_densified_mesh(v, f, area_threshold, trained_points or None)
+        W, fine_faces = build_densified_mesh(v, f, area_threshold, count)
+        W = W.float().coalesce()
+        T = surface_transfer(densify(W_trained.float(), v), trained_faces, densify(W, v))
+        return {"w_indices": W.indices().numpy(), "w_values": W.values().numpy(), "faces": fine_faces.numpy(),
+                "t_indices": T.indices().numpy(), "t_values": T.values().numpy(),
+                "sizes": np.array([W.shape[0], v.shape[0], T.shape[1]], dtype=np.int64)}
+
+    mesh = hashlib.sha256(v.numpy().tobytes() + f.numpy().tobytes()).hexdigest()
+    inputs = {"mesh": mesh, "area_threshold": float(area_threshold), "trained_points": int(trained_points), "count": int(count),
+              "source": source_hash(__file__), "numpy": np.__version__}
+    a = cached_arrays("finer-layout", inputs, compute)
+    n, m, k = (int(x) for x in a["sizes"])
+
+    def sparse(indices: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+        return torch.sparse_coo_tensor(torch.from_numpy(indices), torch.from_numpy(values), shape, check_invariants=False).coalesce()
+
+    return sparse(a["w_indices"], a["w_values"], (n, m)), torch.from_numpy(a["faces"]), sparse(a["t_indices"], a["t_values"], (n, k))

@@ -30,7 +30,7 @@ from torch import nn
 
 from panolam.config.model import ModelConfig
 from panolam.gaussians.container import Gaussians
-from panolam.geometry.densify import build_densified_mesh, densify, surface_transfer
+from panolam.geometry.densify import build_densified_mesh, densify, finer_layout
 from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
@@ -145,12 +145,11 @@ class PanoLAM(nn.Module):
         if count in (0, self.num_dense):
             W, faces, transfer = self.densify_matrix, self.dense_faces, None
         else:
-            device, verts = self.template_vertices.device, self.template_vertices.cpu()
-            W, faces = build_densified_mesh(verts, self.template_faces.cpu(), self.cfg.area_threshold, count)
-            W = W.float().coalesce()
-            # The M_D points' tri-plane features interpolated onto the finer points (see forward).
-            transfer = surface_transfer(densify(self.densify_matrix.cpu(), verts), self.dense_faces.cpu(), densify(W, verts)).to(device)
-            W, faces = W.to(device), faces.to(device)
+            # transfer: the M_D points' tri-plane features interpolated onto the finer points (see forward).
+            W, faces, transfer = finer_layout(self.template_vertices, self.template_faces, self.cfg.area_threshold,
+                                              self.cfg.dense_points, count)
+            device = self.template_vertices.device
+            W, faces, transfer = W.to(device), faces.to(device), transfer.to(device)
         self.register_buffer("inference_transfer", transfer, persistent=False)
         self.register_buffer("inference_densify_matrix", W, persistent=False)
         self.register_buffer("inference_dense_faces", faces, persistent=False)
