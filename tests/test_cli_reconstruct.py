@@ -73,6 +73,8 @@ def test_reconstruct_reports_bad_photos_and_goes_on(tmp_path, photo, capsys):
     assert timings["input_magnification_pct"] == 0.0 and "size +0%]" in captured.out and "[estimated view: yaw" in captured.out
     assert main(["reconstruct", str(photo), "-o", str(tmp_path / "o2"), "--refine", "-1"]) == 2
     assert "--refine -1" in capsys.readouterr().err
+    assert main(["reconstruct", str(photo), "-o", str(tmp_path / "o2"), "--points", "0"]) == 2
+    assert "--points 0" in capsys.readouterr().err
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, photo, capsys):

@@ -212,7 +212,9 @@ def test_refine_fits_the_input_view_and_counts_in_the_time(data, tmp_path):
         ev.model_reconstructor(ckpt, "cpu", refine_steps=-1)
     out = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(ckpt.parent), "--data", data, "--size", str(SIZE), "--refine", "2", "--limit", "1",
-                 "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+                 "--out", str(out), "--no-progress", "--device", "cpu", "--points", "1500"]) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["settings"]["refine_steps"] == 2 and report["label"] == "ckpt + refine 2"
+    assert report["settings"]["points_option"] == 1500
     assert main(["eval", "--checkpoint", str(ckpt.parent), "--data", data, "--refine", "-1"]) == 2
+    assert main(["eval", "--checkpoint", str(ckpt.parent), "--data", data, "--points", "0"]) == 2

@@ -85,7 +85,7 @@ class ModelConfig:
     # dense head reads features interpolated over the template surface, so it can be queried on a finer
     # subdivision than it was trained on (the scale floor keeps its trained absolute size). More points
     # close the see-through gaps of the trained layer at 512² and sharpen the visible side; the unseen side
-    # gets more texture that PSNR counts against it (BENCHMARKS *Inference density*).
+    # gets more texture that PSNR counts against it (BENCHMARKS, *Release of 2026-12-07 (4)*).
     inference_dense_points: int = 0
 
 
