@@ -181,3 +181,20 @@ def test_pipeline_refines_a_reconstruction_with_the_nominal_camera(scene):
     assert refined is not rec and rec.gaussians is g  # the unrefined reconstruction is kept
     assert stats.loss_after < stats.loss_before and refined.timings["refine_s"] == stats.seconds
     assert refine_reconstruction(rec, 0)[0] is rec
+
+
+def test_auto_threads_uses_the_cores_only_when_the_machine_is_idle(monkeypatch):
+    from panolam.refine import head as refine_module
+
+    monkeypatch.setattr(refine_module.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(refine_module.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert refine_module.auto_threads() == 4
+    monkeypatch.setattr(refine_module.os, "getloadavg", lambda: (3.6, 2.0, 1.0))
+    assert refine_module.auto_threads() == 1
+
+    def no_load():
+        raise OSError("no load average here")
+
+    monkeypatch.setattr(refine_module.os, "getloadavg", no_load)
+    assert refine_module.auto_threads() == 1

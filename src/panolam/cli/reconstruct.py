@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-preprocess", action="store_true", help="the photo is already framed like the training data")
     p.add_argument("--refine", type=int, default=REFINE_STEPS, metavar="N",
                    help=f"test-time refinement: N Adam steps fitting the visible Gaussians to the photo (default {REFINE_STEPS}, "
-                        "0 = off; ~0.05 s per step on one CPU core; the unseen side keeps the network's prediction)")
+                        "0 = off; ~0.06 s per step on two idle CPU cores; the unseen side keeps the network's prediction)")
     p.add_argument("--points", type=int, default=None, metavar="N",
                    help="dense Gaussians per head (default: the model's, 12,000 for the shipped one, which was trained "
                         "at 6,000; fewer = smaller files, more = fewer see-through gaps in close-ups)")

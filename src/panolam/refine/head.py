@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import os
 import sys
 import time
 
@@ -35,9 +36,21 @@ VISIBLE_WEIGHT = 0.05  # accumulated blending weight (in render pixels) below wh
 LR = 0.1  # Adam step on the colour/opacity logits and the offset pre-tanh parameters
 COLOUR_REG = 0.05  # weight of the mean squared colour change of the updated Gaussians
 LOGIT_EPS = 1e-4
-# The fit's tensors are tiny: on the shared 2-core machine two threads (torch and Numba) made 20 steps
-# at 128² take 8.6 s of wall clock against 2.1 s with one (load average ~3.5, the training running).
-THREADS = 1
+# The fit's tensors are tiny. On the 2-core machine with a training job running (load average ~3.5), two
+# threads (torch and Numba) made 20 steps at 128² take 8.6 s of wall clock against 2.1 s with one; on the
+# idle machine two threads take 1.1–1.2 s against 1.7–2.0 s. "auto" therefore uses torch's threads while
+# the 1-minute load average stays below the core count minus IDLE_MARGIN, else one.
+THREADS = "auto"
+IDLE_MARGIN = 0.5
+
+
+def auto_threads() -> int:
+    """Threads for a CPU refinement: torch's setting when the machine is otherwise idle, else one."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average (Windows): the safe choice
+        return 1
+    return torch.get_num_threads() if load < (os.cpu_count() or 1) - IDLE_MARGIN else 1
 
 
 @contextlib.contextmanager
@@ -154,14 +167,14 @@ def refine_head(
     visible_weight: float = VISIBLE_WEIGHT,
     background: float = 1.0,
     backend: str = "auto",
-    threads: int | None = THREADS,
+    threads: int | str | None = THREADS,
 ) -> tuple[Gaussians, RefineStats]:
     """Fit the Gaussians the input camera sees to ``image`` (3,H,W in [0,1], composited on ``background``)
     inside ``mask`` (1,H,W in [0,1]; None = whole image); returns new Gaussians and :class:`RefineStats`.
 
     ``camera`` is the input view at the image's size (any size with the same aspect: it is resized
     to ``size`` pixels wide, or the image's width when that is smaller). ``steps=0`` returns
-    ``gaussians`` unchanged. ``threads`` caps the CPU threads while it runs (None = as configured).
+    ``gaussians`` unchanged. ``threads`` caps the CPU threads while it runs (None = as configured; "auto" = :func:`auto_threads`).
     """
     if not isinstance(gaussians, Gaussians) or gaussians.means.ndim != 2:
         raise ValueError("refine_head takes one unbatched Gaussians (N, 3)")
@@ -174,6 +187,8 @@ def refine_head(
         return gaussians, RefineStats(None, None, 0, 0.0, 0, n, (0, 0))
     import panolam.render.rasterize  # noqa: F401 - make sure the rasteriser module is loaded before threads are capped
 
+    if threads == "auto":
+        threads = auto_threads()
     with _limit_threads(threads if gaussians.device.type == "cpu" else None):
         return _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_reg, lpips_weight, lpips_net,
                        visible_weight, background, backend)
