@@ -18,7 +18,9 @@ that estimates the input camera, projects the template and dense points into the
 that camera (or the one the caller passes: the true one in training) and feeds what they sample
 there into the point tokens and the dense head, with a visibility-driven colour copy gate;
 ``magnification_head=True`` also estimates how large the head appears (the camera's focal length
-over its distance), which the nominal camera otherwise assumes. The network never renders and never reads datasets.
+over its distance), which the nominal camera otherwise assumes. ``inference_dense_points`` (beyond the
+paper) makes the eval-mode forward output a finer subdivision than the M_D points it trains on
+(:meth:`PanoLAM.set_inference_points`). The network never renders and never reads datasets.
 """
 
 from __future__ import annotations
