@@ -213,14 +213,14 @@ def test_finer_layout_is_the_direct_computation_and_is_cached(head, tmp_path, mo
 
     monkeypatch.setenv("PANOLAM_CACHE_DIR", str(tmp_path))
     verts, n = head.vertices.float(), head.vertices.shape[0]
-    W, faces, T = finer_layout(verts, head.faces, 1e-3, n + 700, n + 2500)
     W_t, faces_t = build_densified_mesh(verts, head.faces, 1e-3, n + 700)
+    W, faces, T = finer_layout(verts, head.faces, 1e-3, n + 700, n + 2500, (W_t, faces_t))
     W_d, faces_d = build_densified_mesh(verts, head.faces, 1e-3, n + 2500)
     assert torch.equal(W.to_dense(), W_d.float().to_dense()) and torch.equal(faces, faces_d)
     T_d = surface_transfer(densify(W_t, verts), faces_t, densify(W_d, verts))
     assert torch.equal(T.to_dense(), T_d.to_dense())
     entries = list(tmp_path.glob("finer-layout-*.npz"))
     assert len(entries) == 1
-    W2, faces2, T2 = finer_layout(verts, head.faces, 1e-3, n + 700, n + 2500)  # read back from the file
+    W2, faces2, T2 = finer_layout(verts, head.faces, 1e-3, n + 700, n + 2500, (W_t, faces_t))  # read back from the file
     assert torch.equal(W2.to_dense(), W.to_dense()) and torch.equal(faces2, faces) and torch.equal(T2.to_dense(), T.to_dense())
     assert list(tmp_path.glob("finer-layout-*.npz")) == entries

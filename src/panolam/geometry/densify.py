@@ -270,11 +270,12 @@ def surface_transfer(src_points: torch.Tensor, src_faces: torch.Tensor, dst_poin
 
 
 def finer_layout(vertices: torch.Tensor, faces: torch.Tensor, area_threshold: float, trained_points: int,
-                 count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A ``count``-point subdivision of the mesh next to the trained one (``trained_points``; 0 = by
-    ``area_threshold``): its W (count × V), its faces, and :func:`surface_transfer` from the trained
-    points onto it (count × trained). Deterministic, so kept in the on-disk cache (:mod:`panolam.cache`):
-    it costs ~0.5 s of every cold start otherwise."""
+                 count: int, trained: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A ``count``-point subdivision of the mesh next to the trained one, ``trained`` = (W, faces) of
+    :func:`build_densified_mesh` with ``trained_points`` (0 = by ``area_threshold``; the cache key): its W
+    (count × V), its faces, and :func:`surface_transfer` from the trained points onto it (count × trained).
+    Deterministic, so kept in the on-disk cache (:mod:`panolam.cache`): it costs ~0.5 s of every cold
+    start otherwise."""
     import hashlib
 
     from panolam.cache import cached_arrays, source_hash
@@ -283,7 +284,7 @@ def finer_layout(vertices: torch.Tensor, faces: torch.Tensor, area_threshold: fl
     f = torch.as_tensor(faces).detach().cpu().long()
 
     def compute() -> dict[str, np.ndarray]:
-        W_trained, trained_faces = build_densified_mesh(v, f, area_threshold, trained_points or None)
+        W_trained, trained_faces = (t.detach().cpu() for t in trained)
         W, fine_faces = build_densified_mesh(v, f, area_threshold, count)
         W = W.float().coalesce()
         T = surface_transfer(densify(W_trained.float(), v), trained_faces, densify(W, v))

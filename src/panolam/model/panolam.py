@@ -96,12 +96,9 @@ class PanoLAM(nn.Module):
         W, dense_faces = build_densified_mesh(verts, template.faces, cfg.area_threshold, target)
         W = W.float().coalesce()
         self.register_buffer("template_vertices", verts, persistent=False)
-        self.register_buffer("densify_matrix", W, persistent=False)
-        normals = template.vertex_normals().float()
-        self.register_buffer("template_normals", normals, persistent=False)
+        self.register_buffer("template_normals", template.vertex_normals().float(), persistent=False)
         self.register_buffer("template_faces", template.faces.long(), persistent=False)
-        # Triangles over the M_D dense points (dense Gaussian i sits on dense point i): the mesh export.
-        self.register_buffer("dense_faces", dense_faces, persistent=False)
+        self._register_layout("", W, dense_faces)
         self.num_coarse, self.num_dense = verts.shape[0], W.shape[0]
         edge = mean_edge_length(verts, template.faces)
         dense_scale = edge * (self.num_coarse / self.num_dense) ** 0.5  # spacing shrinks as sqrt of the count
@@ -112,13 +109,9 @@ class PanoLAM(nn.Module):
         self.encoder = ImageEncoder(cfg, load_encoder_weights)
         self.point_branch = PointBranch(cfg, init_scale=edge, with_head=cfg.coarse_to_fine)
         self.triplane_branch = TriplaneBranch(cfg)
-        if not cfg.coarse_to_fine:
-            self.register_buffer("dense_template", densify(W, verts), persistent=False)
         dense_offset = cfg.offset_dense if cfg.coarse_to_fine else cfg.offset_coarse
         self.dense_head = GaussianHead(2 * cfg.c_t, cfg.c_t, dense_offset, cfg.scale_max, dense_scale, cfg.head_layers)
         if cfg.pixel_aligned:
-            dense_normals = densify(W, normals)
-            self.register_buffer("dense_normals", torch.nn.functional.normalize(dense_normals, dim=-1), persistent=False)
             self.pose_head = PoseHead(cfg.c_t, cfg.pose_head)
             if cfg.magnification_head:
                 self.magnification_head = MagnificationHead(cfg.c_t)
@@ -149,18 +142,24 @@ class PanoLAM(nn.Module):
         else:
             # transfer: the M_D points' tri-plane features interpolated onto the finer points (see forward).
             W, faces, transfer = finer_layout(self.template_vertices, self.template_faces, self.cfg.area_threshold,
-                                              self.cfg.dense_points, count)
+                                              self.cfg.dense_points, count, (self.densify_matrix, self.dense_faces))
             device = self.template_vertices.device
             W, faces, transfer = W.to(device), faces.to(device), transfer.to(device)
         self.register_buffer("inference_transfer", transfer, persistent=False)
-        self.register_buffer("inference_densify_matrix", W, persistent=False)
-        self.register_buffer("inference_dense_faces", faces, persistent=False)
+        self._register_layout("inference_", W, faces)
+        self.num_inference_dense = W.shape[0]
+
+    def _register_layout(self, prefix: str, W: torch.Tensor, faces: torch.Tensor) -> None:
+        """Buffers of one dense-point layout, named ``prefix`` + densify_matrix / dense_faces (triangles over
+        the points, dense Gaussian i on point i: the mesh export) / dense_normals (pixel-aligned sampling) /
+        dense_template (the points themselves, without coarse-to-fine)."""
+        self.register_buffer(prefix + "densify_matrix", W, persistent=False)
+        self.register_buffer(prefix + "dense_faces", faces, persistent=False)
         if self.cfg.pixel_aligned:
             normals = torch.nn.functional.normalize(densify(W, self.template_normals), dim=-1)
-            self.register_buffer("inference_dense_normals", normals, persistent=False)
+            self.register_buffer(prefix + "dense_normals", normals, persistent=False)
         if not self.cfg.coarse_to_fine:
-            self.register_buffer("inference_dense_template", densify(W, self.template_vertices), persistent=False)
-        self.num_inference_dense = W.shape[0]
+            self.register_buffer(prefix + "dense_template", densify(W, self.template_vertices), persistent=False)
 
     @property
     def output_faces(self) -> torch.Tensor:
@@ -215,15 +214,13 @@ class PanoLAM(nn.Module):
             # points and reads the tri-planes there: the planes are coarser than the points, so their
             # features are interpolated onto the finer points at half the cost of querying each one.
             trained_points = _densify(self.densify_matrix, coarse.means) if self._finer_at_inference else None
-            occluders = trained_points
         else:
             coarse = None
             dense_points = self._dense_layout("dense_template").unsqueeze(0).expand(b, -1, -1)
             trained_points = self.dense_template.unsqueeze(0).expand(b, -1, -1) if self._finer_at_inference else None
-            occluders = trained_points
             extra = dense_pix = None
             if pix is not None:  # the points are the dense template: what they sample also feeds the dense head
-                dense_pix = self._sample(pix, dense_points, self._dense_layout("dense_normals"), occluders)
+                dense_pix = self._sample(pix, dense_points, self._dense_layout("dense_normals"), trained_points)
                 extra = self.point_pixel_proj(dense_pix.features) + self._silhouette(dense_pix, "point")
             dense_feats = self.point_branch.features(dense_points, tokens, extra)
         if trained_points is None:
@@ -233,7 +230,7 @@ class PanoLAM(nn.Module):
         hidden = torch.cat([dense_feats, triplane_feats], dim=-1)
         if pix is not None:
             if self.cfg.coarse_to_fine:
-                dense_pix = self._sample(pix, dense_points, self._dense_layout("dense_normals"), occluders)
+                dense_pix = self._sample(pix, dense_points, self._dense_layout("dense_normals"), trained_points)
             hidden = hidden + self.dense_pixel_proj(dense_pix.features) + self._silhouette(dense_pix, "dense")
         dense_params = self.dense_head(hidden)
         if self.dense_scale_floor > 0:
