@@ -183,12 +183,39 @@ def test_pipeline_refines_a_reconstruction_with_the_nominal_camera(scene):
     assert refine_reconstruction(rec, 0)[0] is rec
 
 
-def test_auto_threads_uses_the_cores_only_when_the_machine_is_idle(monkeypatch):
+def test_auto_threads_leaves_cores_to_other_processes_but_not_to_its_own_batch(monkeypatch):
     from panolam.refine import head as refine_module
 
+    monkeypatch.setattr(refine_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(refine_module.os, "getloadavg", lambda: (2.0, 2.0, 2.0))  # high, but mostly this process
+    readings = iter([])
+    monkeypatch.setattr(refine_module, "_reading", lambda: next(readings))
+    # 2 s since the last reading: this process used 3.8 CPU-s of the system's 3.9, so the others ~0.05 cores.
+    monkeypatch.setattr(refine_module, "_last_reading", (10.0, 100.0, 50.0))
+    readings = iter([(12.0, 103.9, 53.8)])
+    assert refine_module.other_processes_load() == pytest.approx(0.05)
+    assert refine_module._last_reading == (12.0, 103.9, 53.8)
+    readings = iter([(14.0, 107.9, 55.8)])  # another process kept one core busy
+    assert refine_module.auto_threads() == 1
     monkeypatch.setattr(refine_module.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    monkeypatch.setattr(refine_module.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    readings = iter([(16.0, 111.9, 57.8)])  # still one busy core of four: three are left
+    assert refine_module.auto_threads() == 3
+    # A reading too recent (or too old) to average over: sample for LOAD_SAMPLE seconds instead.
+    slept = []
+    monkeypatch.setattr(refine_module.time, "sleep", slept.append)
+    readings = iter([(16.1, 112.0, 57.8), (16.2, 112.0, 57.8)])
+    assert refine_module.auto_threads() == 4 and slept == [refine_module.LOAD_SAMPLE]
+
+
+def test_auto_threads_falls_back_to_the_load_average_without_proc_stat(monkeypatch):
+    from panolam.refine import head as refine_module
+
+    monkeypatch.setattr(refine_module, "_reading", lambda: None)
+    monkeypatch.setattr(refine_module.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(refine_module.os, "getloadavg", lambda: (0.4, 1.0, 1.0))
     assert refine_module.auto_threads() == 4
     monkeypatch.setattr(refine_module.os, "getloadavg", lambda: (3.6, 2.0, 1.0))
     assert refine_module.auto_threads() == 1
@@ -198,3 +225,13 @@ def test_auto_threads_uses_the_cores_only_when_the_machine_is_idle(monkeypatch):
 
     monkeypatch.setattr(refine_module.os, "getloadavg", no_load)
     assert refine_module.auto_threads() == 1
+
+
+def test_other_processes_load_reads_this_machine():
+    from panolam.refine import head as refine_module
+
+    load = refine_module.other_processes_load()
+    if refine_module._system_busy_seconds() is None:  # no /proc (not Linux): nothing to read
+        assert load is None
+    else:
+        assert 0.0 <= load <= (refine_module.os.cpu_count() or 1) + 0.5

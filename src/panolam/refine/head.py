@@ -39,18 +39,69 @@ LOGIT_EPS = 1e-4
 # The fit's tensors are tiny. On the 2-core machine with a training job running (load average ~3.5), two
 # threads (torch and Numba) made 20 steps at 128² take 8.6 s of wall clock against 2.1 s with one; on the
 # idle machine two threads take 1.1–1.2 s against 1.7–2.0 s. "auto" therefore uses torch's threads while
-# the 1-minute load average stays below the core count minus IDLE_MARGIN, else one.
+# other processes leave them free (:func:`auto_threads`), else fewer, down to one.
 THREADS = "auto"
-IDLE_MARGIN = 0.5
+IDLE_MARGIN = 0.5  # cores another process may keep busy before a thread is given up
+LOAD_WINDOW = (0.5, 10.0)  # seconds: a previous reading this far back measures the others' load since
+LOAD_SAMPLE = 0.1  # seconds of sampling when there is no such reading
+
+
+def _system_busy_seconds() -> float | None:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), or None where there is no /proc."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _reading() -> tuple[float, float, float] | None:
+    """(wall clock, system busy CPU s, this process's CPU s including its finished children), or None."""
+    busy = _system_busy_seconds()
+    if busy is None:
+        return None
+    t = os.times()
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+_last_reading = _reading()
+
+
+def other_processes_load() -> float | None:
+    """Cores kept busy by other processes: the system's busy CPU time minus this process's own, over the
+    time since the previous call when that lies within LOAD_WINDOW, else over a LOAD_SAMPLE-second sample.
+    None where /proc/stat is missing. Unlike the load average, a batch of photos in this process does not
+    count against its own refinement (the load average of a 10-photo run climbs to ~2 on two cores, which
+    sent every later refinement to one thread)."""
+    global _last_reading
+    now = _reading()
+    if now is None:
+        return None
+    before = _last_reading
+    if before is None or not LOAD_WINDOW[0] <= now[0] - before[0] <= LOAD_WINDOW[1]:
+        before = now
+        time.sleep(LOAD_SAMPLE)
+        now = _reading()
+    _last_reading = now
+    return max(0.0, ((now[1] - before[1]) - (now[2] - before[2])) / max(now[0] - before[0], 1e-6))
 
 
 def auto_threads() -> int:
-    """Threads for a CPU refinement: torch's setting when the machine is otherwise idle, else one."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # no load average (Windows): the safe choice
-        return 1
-    return torch.get_num_threads() if load < (os.cpu_count() or 1) - IDLE_MARGIN else 1
+    """Threads for a CPU refinement: torch's setting when other processes leave the cores free, else the
+    cores they leave (``cores − others + IDLE_MARGIN``, at least one). Without /proc/stat, the 1-minute
+    load average stands in for the others' load (it counts this process too, so it errs towards one)."""
+    others = other_processes_load()
+    if others is None:
+        try:
+            others = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average (Windows): the safe choice
+            return 1
+    free = int((os.cpu_count() or 1) - others + IDLE_MARGIN)
+    return max(1, min(torch.get_num_threads(), free))
 
 
 @contextlib.contextmanager
