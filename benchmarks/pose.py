@@ -54,7 +54,7 @@ def face_mesh_yaw(image: torch.Tensor) -> float:
 def measure(data: str, checkpoint: str | None, limit: int, max_angle: float) -> dict:
     from panolam.data.dataset import load_subject
     from panolam.eval.evaluate import eval_subjects
-    from panolam.eval.evaluate import _stored_cameras
+    from panolam.eval.evaluate import stored_cameras
     from panolam.model.pixel_aligned import InputCamera, camera_pose_deg, fuse_yaw, log_magnification
     from panolam.pipeline import Reconstructor
 
@@ -72,7 +72,7 @@ def measure(data: str, checkpoint: str | None, limit: int, max_angle: float) -> 
         if len(keep) == 0:
             continue
         ey, ep, em = estimate(rec.model, s["images"][keep])
-        tm = log_magnification(InputCamera.from_cameras(_stored_cameras(s)[keep])).numpy()
+        tm = log_magnification(InputCamera.from_cameras(stored_cameras(s)[keep])).numpy()
         true_yaw += list(yaw[keep]); true_pitch += list(pitch[keep]); est_yaw += list(ey); est_pitch += list(ep)
         true_mag += list(tm); est_mag += list(em)
         mesh_yaw += [face_mesh_yaw(img) for img in s["images"][keep]]

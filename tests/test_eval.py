@@ -205,7 +205,7 @@ def test_refine_fits_the_input_view_and_counts_in_the_time(data, tmp_path):
     g0, _, _ = ev._reconstruct(plain, image, mask)
     g1, _, _ = ev._reconstruct(refined, image, mask)
     assert not torch.equal(g0.colors, g1.colors)
-    cams = ev._stored_cameras(s)[first:first + 1]
+    cams = ev.stored_cameras(s)[first:first + 1]
     err = [float((ev._render(g, cams, torch.ones(3))[0][0] - image).abs().mean()) for g in (g0, g1)]
     assert err[1] < err[0], err
     with pytest.raises(ValueError, match="refine_steps"):

@@ -170,10 +170,7 @@ def refine_reconstruction(rec: Reconstruction, steps: int, **options) -> tuple[R
 
     image = torch.from_numpy(np.ascontiguousarray(rec.framed[..., :3])).permute(2, 0, 1).float().div(255)
     mask = torch.from_numpy(rec.alpha)[None] if rec.alpha is not None else None
-    cam = input_camera_for(rec)
-    # Cloned outside inference mode: the estimated camera was made by the network's inference-mode forward.
-    cam = Cameras(cam.world_to_cam.clone(), cam.K.clone(), cam.width, cam.height)
-    head, stats = refine_head(rec.gaussians, image, mask, cam, steps, **options)
+    head, stats = refine_head(rec.gaussians, image, mask, input_camera_for(rec), steps, **options)
     if steps == 0:
         return rec, stats
     return dataclasses.replace(rec, gaussians=head, timings={**rec.timings, "refine_s": stats.seconds}), stats

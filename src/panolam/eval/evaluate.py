@@ -149,7 +149,8 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
-def _stored_cameras(sample: dict) -> Cameras:
+def stored_cameras(sample: dict) -> Cameras:
+    """The cameras of a loaded subject's stored views (:func:`~panolam.data.dataset.load_subject`), at the images' size."""
     h, w = sample["images"].shape[-2:]
     return Cameras(sample["world_to_cam"].float(), sample["K"].float(), w, h)
 
@@ -181,7 +182,7 @@ def generator_ground_truth(sample: dict, size: int, generator) -> tuple[torch.Te
     bg = torch.tensor(meta.get("background", [1.0, 1.0, 1.0]), dtype=torch.float32)
     subject = generator.subject(int(meta["seed"]))
     first = input_view(sample["world_to_cam"])
-    check = _generator_render(generator, subject, _stored_cameras(sample)[first:first + 1], bg)
+    check = _generator_render(generator, subject, stored_cameras(sample)[first:first + 1], bg)
     if (check[0] - sample["images"][first].float()).abs().mean() > GENERATOR_TOLERANCE:
         return None
     cams = eval_views(size)
@@ -190,7 +191,7 @@ def generator_ground_truth(sample: dict, size: int, generator) -> tuple[torch.Te
 
 def nearest_ground_truth(sample: dict, size: int) -> tuple[torch.Tensor, Cameras, float]:
     """Stored views nearest to each eval direction, their own cameras at ``size``, and the largest angular gap (degrees)."""
-    stored = _stored_cameras(sample)
+    stored = stored_cameras(sample)
     have = F.normalize(stored.cam_to_world[:, :3, 3], dim=-1)
     want = F.normalize(eval_views(8).cam_to_world[:, :3, 3], dim=-1)
     cos = want @ have.T  # (4, V)
@@ -273,7 +274,7 @@ def true_input_camera(sample: dict):
     from panolam.model.pixel_aligned import InputCamera
 
     first = input_view(sample["world_to_cam"])
-    return InputCamera.from_cameras(_stored_cameras(sample)[first:first + 1])
+    return InputCamera.from_cameras(stored_cameras(sample)[first:first + 1])
 
 
 def evaluate_subject(fn: ReconstructFn, sample: dict, size: int, gt_mode: str, generator, csim: _Csim,
@@ -409,16 +410,12 @@ def model_reconstructor(checkpoint: str | os.PathLike, device: str | torch.devic
 
 def _refine_on_input(g: Gaussians, image: torch.Tensor, mask: torch.Tensor | None, camera, steps: int) -> Gaussians:
     """``g`` refined against its (3, H, W) input view; ``camera`` the network's InputCamera (None: the nominal
-    frontal view of a plain network). Called in the eval's inference mode, so it leaves it and copies the
-    inference tensors first (autograd cannot save them)."""
+    frontal view of a plain network). Called in the eval's inference mode, which ``refine_head`` leaves."""
     from panolam.refine import refine_head
 
     h, w = image.shape[-2:]
-    with torch.inference_mode(False):
-        g = g.map(lambda t: t.clone())
-        cams = Cameras.orbit(0.0, 0.0, width=w, height=h) if camera is None else camera.to_cameras(w, h)
-        cams = Cameras(cams.world_to_cam.clone(), cams.K.clone(), w, h).to(g.device)
-        refined, _ = refine_head(g, image.to(g.device).clone(), None if mask is None else mask.to(g.device).clone(), cams, steps)
+    cams = Cameras.orbit(0.0, 0.0, width=w, height=h) if camera is None else camera.to_cameras(w, h)
+    refined, _ = refine_head(g, image.to(g.device), None if mask is None else mask.to(g.device), cams.to(g.device), steps)
     return refined
 
 

@@ -240,9 +240,19 @@ def refine_head(
 
     if threads == "auto":
         threads = auto_threads()
-    with _limit_threads(threads if gaussians.device.type == "cpu" else None):
+    # Callers often hold tensors made under torch.inference_mode (a network forward, the eval loop), which
+    # autograd cannot save: the fit runs outside inference mode on copies of those.
+    with torch.inference_mode(False), _limit_threads(threads if gaussians.device.type == "cpu" else None):
+        gaussians = gaussians.map(_outside_inference)
+        image, mask = _outside_inference(image), None if mask is None else _outside_inference(mask)
+        camera = Cameras(_outside_inference(camera.world_to_cam), _outside_inference(camera.K), camera.width, camera.height)
         return _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_reg, lpips_weight, lpips_net,
                        visible_weight, background, backend)
+
+
+def _outside_inference(t: torch.Tensor) -> torch.Tensor:
+    """``t``, or a normal copy of it when it is an inference tensor."""
+    return t.clone() if t.is_inference() else t
 
 
 def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_reg, lpips_weight, lpips_net,
