@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     save_png(np.concatenate(pictures, axis=0), out / "real_photos.png")
     model = str(rec.checkpoint.relative_to(ROOT) if rec.checkpoint and rec.checkpoint.is_relative_to(ROOT) else rec.checkpoint) if rec.trained else f"untrained {args.config}"
     try:
-        load = f" Load average when it finished: {os.getloadavg()[0]:.1f} (2-core machine shared with training)."
+        load = f" 1-minute load average when it finished: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (above the core count, refine times are inflated by other work)."
     except OSError:
         load = ""
     note = (f"Model: {model}; {args.size}² framing and renders; torch {torch.__version__}, {torch.get_num_threads()} threads. "
