@@ -60,7 +60,7 @@ def test_one_photo_end_to_end(bench, tmp_path, monkeypatch):
     assert picture.shape == (2 * 64, 5 * 64, 3)  # rows: refine 0, 2; columns: input, front, left, right, back
     assert np.asarray(Image.open(tmp_path / "out" / "real_photos.png")).shape == picture.shape
     text = md.read_text()
-    assert "keep me" in text and text.count(bench.START) == 1 and "| astro | 2 |" in text and "untrained tiny" in text and "Load average" in text
+    assert "keep me" in text and text.count(bench.START) == 1 and "| astro | 2 |" in text and "untrained tiny" in text and "load average when it finished" in text
     if not HAS_DLIB:
         pytest.skip("dlib columns not checked: optional extra missing (pip install 'panolam[csim]')")
     # dlib ran: it finds the astronaut's face in the photo; an untrained 64² render may or may not have one.
