@@ -91,6 +91,10 @@ def turntable(g: Gaussians, frames: int = 120, size: int = 512, pitch_deg: float
 # frames 0/6/12/18) in one batched rasteriser call. BENCHMARKS' rasteriser table gives 0.02–0.03 s
 # per 256² frame at 5–10K Gaussians on two idle cores, so ≈ 0.5–1 s; 12 fps makes a 2-second loop.
 PREVIEW_SIZE, TURNTABLE_FRAMES, TURNTABLE_FPS = 256, 24, 12
+# Encoder settings of the files written next to every head: zlib level 3 writes views.png (1280×256)
+# and input.png (512²) in 71 ms against 199 ms at PIL's default 6, for 7 % larger files.
+PNG_COMPRESS_LEVEL = 3
+X264_PRESET = "veryfast"
 BATCH_PIXELS = 64 * 256 * 256  # pixels per rasteriser call: ≈ 60 bytes each of float64/int64 buffers, ≈ 250 MB
 
 
@@ -134,11 +138,13 @@ def save_video(frames: np.ndarray, path: str | Path, fps: int = 30) -> Path:
         if path.suffix.lower() == ".gif":
             iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
         else:
-            # yuv420p needs even sides; libx264 at this size is a few hundred kB.
+            # yuv420p needs even sides. x264's "veryfast" preset: 24 frames at 256² encode in 77 ms
+            # against 138 ms with its default ("medium"), and the file is no larger (27 vs 29 kB).
             h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
             import imageio.v2 as iio2
 
-            iio2.mimwrite(tmp, frames[:, :h, :w], format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1)
+            iio2.mimwrite(tmp, frames[:, :h, :w], format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1,
+                          output_params=["-preset", X264_PRESET])
     return path
 
 
@@ -151,6 +157,6 @@ def save_png(img: np.ndarray, path: str | Path) -> Path:
     from panolam.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
+    Image.fromarray(img).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
