@@ -347,3 +347,22 @@ def test_forked_child_can_render_after_parent_used_threads():
     assert child.exitcode == 0
     torch.testing.assert_close(torch.from_numpy(rgb), out.rgb.detach())
     torch.testing.assert_close(torch.from_numpy(grad), g.means.grad)
+
+
+def test_warm_up_loads_the_cpu_kernels_on_a_thread():
+    """A fresh process: after warm_up_in_background the forward and backward kernels are loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "from panolam.render.rasterize import warm_up_in_background\n"
+        "t = warm_up_in_background('cpu')\n"
+        "t.join(120)\n"
+        "import panolam.render._cpu_numba as k\n"
+        "assert not t.is_alive()\n"
+        "assert k._bin_gaussians.signatures and k._forward.signatures and k._backward.signatures, 'kernels not loaded'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().endswith("ok")

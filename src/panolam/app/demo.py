@@ -119,7 +119,9 @@ class DemoRunner:
         self.out_root.mkdir(parents=True, exist_ok=True)
         if reconstructor is None:
             from panolam.pipeline import Reconstructor
+            from panolam.render.rasterize import warm_up_in_background
 
+            warm_up_in_background()  # the first upload then finds the CPU kernels loaded
             reconstructor = Reconstructor(settings.checkpoint, settings.config, settings.overrides, settings.device)
         self.reconstructor = reconstructor
 

@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--points {args.points}: the number of dense Gaussians must be >= 1")
     check_output_dir(args.out, "-o")  # before the model loads: a bad -o must not cost a whole batch
     inputs = named_inputs(args.photos)
+    from panolam.render.rasterize import warm_up_in_background
+
+    warm_up_in_background()  # refinement and previews run on the CPU kernels: they load while the model loads
     rec = load_reconstructor(args)
     failures = 0
     bar = tqdm(inputs, desc="reconstruct", unit="photo", disable=len(inputs) < 2)

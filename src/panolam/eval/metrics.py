@@ -84,7 +84,9 @@ def lpips(pred: torch.Tensor, target: torch.Tensor, weights: str | None = None) 
 @functools.lru_cache(maxsize=1)
 def _face_mesh():
     try:
-        import mediapipe as mp
+        from panolam.preprocess.detect import import_mediapipe
+
+        mp = import_mediapipe()
     except ImportError as e:  # pragma: no cover - mediapipe is a core dependency
         raise MissingOptionalModel("APD needs mediapipe==0.10.21 (pip install mediapipe==0.10.21)") from e
     return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
