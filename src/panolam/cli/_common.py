@@ -1,4 +1,4 @@
-"""Helpers shared by the command modules: config and device flags.
+"""Helpers shared by the command modules: config and device flags, the head-size option checks.
 
 Nothing here imports torch: building the parser (``panolam --help``) must stay fast.
 """
@@ -23,3 +23,13 @@ def config_from_args(args: argparse.Namespace) -> PanoLAMConfig:
 def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
 
+
+
+def check_refine_and_points(args: argparse.Namespace) -> None:
+    """``--refine`` and ``--points``, which ``reconstruct`` and ``eval`` share, before anything loads."""
+    from panolam.cli import UserError
+
+    if args.refine < 0:
+        raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
+    if args.points is not None and args.points < 1:
+        raise UserError(f"--points {args.points}: the number of dense Gaussians must be >= 1")

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from panolam.cli import UserError
-from panolam.cli._common import add_device_arg
+from panolam.cli._common import add_device_arg, check_refine_and_points
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --checkpoint (and/or --baseline template)")
     if not (Path(args.data) / "manifest.json").is_file():
         raise UserError(f"--data {args.data}: no dataset there (no manifest.json)")
-    if args.refine < 0:
-        raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
-    if args.points is not None and args.points < 1:
-        raise UserError(f"--points {args.points}: the number of dense Gaussians must be >= 1")
+    check_refine_and_points(args)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
     from panolam.errors import check_output_dir

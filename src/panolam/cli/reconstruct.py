@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from panolam.cli._common import add_config_args, add_device_arg
+from panolam.cli._common import add_config_args, add_device_arg, check_refine_and_points
 from panolam.config.render import REFINE_STEPS
 
 # Mirrors panolam.render.preview's defaults without importing torch at parser-build time.
@@ -110,10 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 0 or args.preview_size < 8 or args.fps < 1:
         raise UserError("--frames must be >= 0, --preview-size >= 8 and --fps >= 1")
-    if args.refine < 0:
-        raise UserError(f"--refine {args.refine}: the number of refinement steps must be >= 0")
-    if args.points is not None and args.points < 1:
-        raise UserError(f"--points {args.points}: the number of dense Gaussians must be >= 1")
+    check_refine_and_points(args)
     check_output_dir(args.out, "-o")  # before the model loads: a bad -o must not cost a whole batch
     inputs = named_inputs(args.photos)
     from panolam.render.rasterize import warm_up_in_background
