@@ -259,6 +259,7 @@ def test_framing_constants_match_the_training_renders():
 
 def test_mediapipe_imports_without_matplotlib_and_its_plotting_still_works():
     """import_mediapipe keeps matplotlib out of start-up (0.66 s) yet mediapipe's pyplot reference stays usable."""
+    import os
     import subprocess
     import sys
 
@@ -274,6 +275,6 @@ def test_mediapipe_imports_without_matplotlib_and_its_plotting_still_works():
         "assert figure is matplotlib.pyplot.figure and type(sys.modules['matplotlib']).__name__ == 'module'\n"
         "print('ok')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ, "MPLBACKEND": "Agg"})
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().endswith("ok")

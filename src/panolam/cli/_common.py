@@ -24,7 +24,6 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available, else cpu)")
 
 
-
 def check_refine_and_points(args: argparse.Namespace) -> None:
     """``--refine`` and ``--points``, which ``reconstruct`` and ``eval`` share, before anything loads."""
     from panolam.cli import UserError

@@ -82,7 +82,7 @@ class _DeferredModule(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), attr)
 
 
-def import_mediapipe():
+def import_mediapipe() -> types.ModuleType:
     """``import mediapipe``, without the matplotlib import its plotting helpers make at import time.
 
     mediapipe's package ``__init__`` imports ``solutions.drawing_utils``, which runs ``import
