@@ -113,9 +113,10 @@ def run(args: argparse.Namespace) -> int:
     check_refine_and_points(args)
     check_output_dir(args.out, "-o")  # before the model loads: a bad -o must not cost a whole batch
     inputs = named_inputs(args.photos)
-    from panolam.render.rasterize import warm_up_in_background
+    if args.refine or not args.no_previews:  # the two users of the CPU kernels: they load while the model loads
+        from panolam.render.rasterize import warm_up_in_background
 
-    warm_up_in_background()  # refinement and previews run on the CPU kernels: they load while the model loads
+        warm_up_in_background()
     rec = load_reconstructor(args)
     failures = 0
     bar = tqdm(inputs, desc="reconstruct", unit="photo", disable=len(inputs) < 2)
