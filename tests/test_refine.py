@@ -3,18 +3,24 @@ cannot see alone, returns valid Gaussians, and steps=0 is the identity; plus its
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from panolam.gaussians import Gaussians
 from panolam.geometry.cameras import Cameras
 from panolam.pipeline import Reconstruction, input_camera_for, refine_reconstruction
 from panolam.refine import refine_head, visibility_weights
-from panolam.refine.head import VISIBLE_WEIGHT
+from panolam.refine.head import FACING_RAMP, OCCLUSION_RAMP, VISIBLE_WEIGHT, colour_share
 from panolam.render import rasterize
 
 SIZE = 32
+# The sheets below face the camera everywhere, which the head-shaped facing cue (direction from the
+# scene's centre) cannot know: tests on them switch it off; the sphere tests check it.
+SHEETS = {"facing": None}
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
@@ -62,7 +68,7 @@ def test_visibility_weights_sum_to_the_rendered_alpha(scene):
 def test_refinement_lowers_the_input_view_loss_and_freezes_the_unseen(scene):
     g, n_front, cam = scene
     image = target_image(g, n_front, cam)
-    out, stats = refine_head(g, image, None, cam, steps=30, size=SIZE)
+    out, stats = refine_head(g, image, None, cam, **SHEETS, steps=30, size=SIZE)
     assert stats.loss_after < 0.5 * stats.loss_before
     assert stats.steps == 30 and stats.total == len(g) and stats.updated == n_front and stats.size == (SIZE, SIZE)
     assert len(stats.losses) == 30 and stats.seconds > 0
@@ -87,10 +93,67 @@ def test_renders_leave_out_only_gaussians_that_add_nothing(scene, monkeypatch):
     drawn = []
     real = refine_module.rasterize
     monkeypatch.setattr(refine_module, "rasterize", lambda gs, *a, **k: (drawn.append(len(gs)), real(gs, *a, **k))[1])
-    _, culled = refine_head(g, image, None, cam, steps=1, size=SIZE)
+    _, culled = refine_head(g, image, None, cam, **SHEETS, steps=1, size=SIZE)
     assert len(g) not in drawn[1:-1] and drawn[-1] == len(g)  # fitting renders culled; the final one is whole
     full = (rasterize(g, cam, 1.0).rgb[0].permute(2, 0, 1) - image).abs().mean()
     assert culled.loss_before == pytest.approx(float(full), rel=1e-4)
+
+
+def sphere(n: int = 400, radius: float = 0.25) -> Gaussians:
+    """An opaque head-sized ball of small Gaussians (Fibonacci lattice) centred on the origin."""
+    i = torch.arange(n, dtype=torch.float32) + 0.5
+    z = 1 - 2 * i / n
+    phi = i * math.pi * (3 - math.sqrt(5))
+    r = torch.sqrt(1 - z * z)
+    means = radius * torch.stack([r * torch.cos(phi), r * torch.sin(phi), z], -1)
+    return Gaussians(means, torch.tensor([1.0, 0, 0, 0]).expand(n, 4).clone(), torch.full((n, 3), 0.03),
+                     torch.full((n,), 0.95), torch.full((n, 3), 0.5))
+
+
+def test_colour_share_falls_off_towards_the_rim_of_a_head():
+    """Seen from +z, a Gaussian's share follows the cosine between its outward direction and the camera:
+    full where it faces the camera, none where it is seen edge-on or from behind."""
+    g = sphere()
+    cam = Cameras.orbit(0.0, 0.0, width=64)
+    share = colour_share(g, cam, occlusion=None)
+    cos = (F.normalize(g.means, dim=1) * F.normalize(cam.centers[0] - g.means, dim=1)).sum(1)
+    seen = visibility_weights(g, cam) > VISIBLE_WEIGHT
+    assert ((share - 1).abs() < 0.05)[seen & (cos > FACING_RAMP[1] + 0.02)].all()
+    assert (share[cos < FACING_RAMP[0] - 0.02] == 0).all()
+    assert (share[cos < 0] == 0).all() and ((share > 0) & (share < 1)).any()
+
+
+def test_gaussians_seen_through_a_translucent_front_are_frozen():
+    """A middle sheet seen through a half-transparent front collects blending weight, but lies far behind
+    the rendered surface: the occlusion ramp gives it no share (without the ramp it would move). An
+    opaque far sheet puts the scene's centre behind both, as the back of a head does."""
+    front = layer(0.1, (0.5, 0.5, 0.5), n=9, half=0.24)
+    front = Gaussians(front.means, front.quats, front.scales, torch.full((len(front),), 0.5), front.colors)
+    middle, far = layer(0.0, (0.1, 0.2, 0.8), n=5, half=0.1), layer(-0.6, (0.2, 0.8, 0.2), n=9, half=0.24)
+    g = Gaussians.cat([front, middle, far])
+    assert 0.1 - 0.0 > OCCLUSION_RAMP[1]  # the sheets are further apart than the ramp reaches
+    mid = slice(len(front), len(front) + len(middle))
+    cam = Cameras.orbit(0.0, 0.0, width=SIZE)
+    assert (visibility_weights(g, cam)[mid] > VISIBLE_WEIGHT).all()
+    assert (colour_share(g, cam, facing=None, occlusion=None)[mid] == 1).all()
+    assert (colour_share(g, cam, facing=None)[mid] == 0).all()
+    out, stats = refine_head(g, torch.full((3, SIZE, SIZE), 0.9), None, cam, **SHEETS, steps=5, size=SIZE)
+    torch.testing.assert_close(out.colors[mid], g.colors[mid], atol=0, rtol=0)
+    assert ((out.colors[:len(front)] - g.colors[:len(front)]).abs().amax(-1) > 1e-3).any()
+
+
+def test_refinement_leaves_the_rim_of_a_head_as_predicted():
+    """Fitting a sphere to a red photo: its camera-facing cap turns red, its rim (seen edge-on) keeps the
+    prediction, and the colour change grows monotonically with how directly a Gaussian faces the camera."""
+    g = sphere()
+    cam = Cameras.orbit(0.0, 0.0, width=SIZE)
+    image = torch.tensor([0.9, 0.1, 0.1])[:, None, None].expand(3, SIZE, SIZE).clone()
+    out, _ = refine_head(g, image, None, cam, steps=10, size=SIZE, occlusion=None)
+    change = (out.colors - g.colors).abs().sum(-1)
+    cos = (F.normalize(g.means, dim=1) * F.normalize(cam.centers[0] - g.means, dim=1)).sum(1)
+    assert float(change[cos > 0.9].min()) > 0.05
+    assert float(change[cos < FACING_RAMP[0] - 0.02].max()) == 0.0
+    assert float(change[(cos > 0.3) & (cos < 0.4)].mean()) < float(change[cos > 0.7].mean())
 
 
 def test_refinement_sees_the_back_when_the_camera_does(scene):
@@ -98,7 +161,7 @@ def test_refinement_sees_the_back_when_the_camera_does(scene):
     (the middle of the front sheet, the small Gaussian between the sheets) keeps its colour."""
     g, n_front, _ = scene
     cam = Cameras.orbit(180.0, 0.0, width=SIZE)
-    out, _ = refine_head(g, torch.full((3, SIZE, SIZE), 0.7), None, cam, steps=5, size=SIZE)
+    out, _ = refine_head(g, torch.full((3, SIZE, SIZE), 0.7), None, cam, **SHEETS, steps=5, size=SIZE)
     middle = n_front // 2  # the front sheet's centre Gaussian, at (0, 0, 0.1)
     torch.testing.assert_close(g.means[middle], torch.tensor([0.0, 0.0, 0.1]))
     for i in (middle, len(g) - 1):
@@ -110,7 +173,7 @@ def test_refinement_sees_the_back_when_the_camera_does(scene):
 def test_output_is_valid_and_bounded(scene):
     g, n_front, cam = scene
     image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))  # a photo larger than the fit's renders
-    out, _ = refine_head(g, image, torch.ones(1, 64, 64), cam.resized(64, 64), steps=10, size=SIZE, max_offset=0.004)
+    out, _ = refine_head(g, image, torch.ones(1, 64, 64), cam.resized(64, 64), **SHEETS, steps=10, size=SIZE, max_offset=0.004)
     assert isinstance(out, Gaussians) and len(out) == len(g)
     for t in out.fields().values():
         assert torch.isfinite(t).all()
@@ -121,7 +184,7 @@ def test_output_is_valid_and_bounded(scene):
 
 def test_optional_perceptual_term_is_added(scene):
     g, n_front, cam = scene
-    out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, steps=1, size=SIZE, lpips_weight=1.0)
+    out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, **SHEETS, steps=1, size=SIZE, lpips_weight=1.0)
     # Step 1 changes no colour yet, so its objective is the L1 plus the (positive) ST-LPIPS of two different images.
     assert stats.losses[0] > stats.loss_before + 1e-4
     assert all(torch.isfinite(t).all() for t in out.fields().values())
@@ -130,14 +193,14 @@ def test_optional_perceptual_term_is_added(scene):
 def test_frozen_gaussians_are_returned_bit_for_bit_in_float64(scene):
     g, n_front, cam = scene
     g64 = g.to("cpu", torch.float64)
-    out, _ = refine_head(g64, target_image(g, n_front, cam), None, cam, steps=3, size=SIZE)
+    out, _ = refine_head(g64, target_image(g, n_front, cam), None, cam, **SHEETS, steps=3, size=SIZE)
     assert out.means.dtype == torch.float64
     assert torch.equal(out.colors[n_front:], g64.colors[n_front:]) and torch.equal(out.means[n_front:], g64.means[n_front:])
 
 
 def test_steps_zero_is_the_identity(scene):
     g, n_front, cam = scene
-    out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, steps=0)
+    out, stats = refine_head(g, target_image(g, n_front, cam), None, cam, **SHEETS, steps=0)
     assert out is g and stats.steps == 0 and stats.loss_before is None and stats.summary() == "refinement: off"
 
 
@@ -148,7 +211,7 @@ def test_only_the_masked_pixels_count(scene):
     mask = torch.ones(1, SIZE, SIZE)
     mask[:, :, : SIZE // 2] = 0
     image[:, :, : SIZE // 2] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
-    out, stats = refine_head(g, image, mask, cam, steps=5, size=SIZE)
+    out, stats = refine_head(g, image, mask, cam, **SHEETS, steps=5, size=SIZE)
     assert stats.loss_before < 1e-5
     torch.testing.assert_close(out.colors, g.colors, atol=2e-3, rtol=0)
 

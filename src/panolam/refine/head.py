@@ -3,7 +3,10 @@
 What moves, and how far: colours and opacities through a logit-space delta (they stay in (0, 1));
 positions by ``max_offset · tanh(δ)`` (bounded, a few millimetres at EG3D scale: the head is ~0.6
 world units for ~20 cm); scales and rotations stay. Every delta is multiplied by a 0/1 visibility
-mask computed once from the input-view render (and limited to the camera-facing half of the head), so a frozen Gaussian is returned bit for bit.
+mask computed once from the input-view render (and limited to the camera-facing half of the head), so
+a frozen Gaussian is returned bit for bit; colour deltas are further scaled by :func:`colour_share`,
+which fades them out where the photo cannot tell a Gaussian's colour (seen edge-on or through the
+surface in front of it).
 Colour drift is penalised (squared change, mean over the updated Gaussians) so that a colour only
 moves as far as the photo asks. The photometric term is L1 over the person mask at a reduced render
 size (``size`` pixels wide); ST-LPIPS is optional (``lpips_weight``) because one ST-LPIPS
@@ -33,6 +36,15 @@ DEFAULT_STEPS = REFINE_STEPS  # what `refine_head`, `reconstruct` and the app do
 DEFAULT_SIZE = 128  # render width of the fit (the input view); cost grows with the pixel count
 MAX_OFFSET = 0.01  # world units (~3 mm at EG3D scale): offsets are max_offset·tanh(δ)
 VISIBLE_WEIGHT = 0.05  # accumulated blending weight (in render pixels) below which a Gaussian is frozen
+# How much of its fitted colour change a seen Gaussian keeps, from 0 to 1 linearly between the two values:
+# FACING_RAMP on the cosine between its direction from the head's centre and its direction to the
+# camera (a Gaussian seen edge-on takes the colour of whatever lies next to it in the photo: fitted
+# fully, the face's edge came out as a second face on the side views); OCCLUSION_RAMP on how far (world
+# units) it lies behind the rendered depth at its centre (seen through the front surface). On 100
+# held-out subjects (BENCHMARKS, session of 2026-12-07 (7)) the ramps kept the side views at the
+# unrefined PSNR (+0.12 dB over colouring every seen Gaussian) for 0.16 dB of the front view's gain.
+FACING_RAMP = (0.2, 0.6)
+OCCLUSION_RAMP = (0.02, 0.05)
 LR = 0.1  # Adam step on the colour/opacity logits and the offset pre-tanh parameters
 COLOUR_REG = 0.05  # weight of the mean squared colour change of the updated Gaussians
 LOGIT_EPS = 1e-4
@@ -156,12 +168,63 @@ def visibility_weights(gaussians: Gaussians, camera: Cameras, background: float 
     The rendered colour is Σ wᵢ·cᵢ (+ background), so ∂(Σ_pixels red)/∂(red of i) is exactly that
     sum: one backward of the render gives it for every Gaussian, occlusion included.
     """
+    return _input_view(gaussians, camera, background, backend)[0]
+
+
+def _input_view(gaussians: Gaussians, camera: Cameras, background: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`visibility_weights`, rendered expected depth (H, W)) of one view from one render."""
     g = gaussians.detach()
     colors = g.colors.clone().requires_grad_(True)
     with torch.enable_grad():
         out = rasterize(Gaussians(g.means, g.quats, g.scales, g.opacities, colors), camera, background, backend)
         (grad,) = torch.autograd.grad(out.rgb[..., 0].sum(), colors)
-    return grad[:, 0]
+    return grad[:, 0], out.depth[0, ..., 0].detach()
+
+
+def _ramp(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """0 at ``lo``, 1 at ``hi`` (either order), linear between."""
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+def colour_share(gaussians: Gaussians, camera: Cameras, background: float = 1.0, backend: str = "auto",
+                 visible_weight: float = VISIBLE_WEIGHT, facing: tuple[float, float] | None = FACING_RAMP,
+                 occlusion: tuple[float, float] | None = OCCLUSION_RAMP) -> torch.Tensor:
+    """How much of its fitted colour change each Gaussian keeps, (N,) in [0, 1]; 0 = keeps its colour.
+
+    A Gaussian takes part when its accumulated weight in the view exceeds ``visible_weight``; its share
+    then falls off as it turns away from the camera (``facing``: cosine ramp, direction from the head's
+    centre against the direction to the camera; the far half is always 0) and as it lies behind the
+    rendered surface (``occlusion``: depth ramp in world units behind the expected depth at its
+    centre's pixel; outside the image counts as hidden). None switches a ramp off; with both off it is
+    the 0/1 mask of the Gaussians whose opacity and position :func:`refine_head` fits.
+    """
+    g = gaussians.detach().to(gaussians.device, torch.float32)
+    return _share(g, camera, *_input_view(g, camera, background, backend), visible_weight, facing, occlusion)
+
+
+def _share(g: Gaussians, camera: Cameras, weights: torch.Tensor, depth: torch.Tensor, visible_weight: float,
+           facing: tuple[float, float] | None, occlusion: tuple[float, float] | None) -> torch.Tensor:
+    """:func:`colour_share` from the input view's accumulated weights and expected depth."""
+    share = (weights > visible_weight).float()
+    cam_centre = camera.centers[0].to(g.means)
+    head_centre = g.means.mean(0)
+    # The far half stays frozen whatever the ramp: through a semi-transparent front, Gaussians on the
+    # far side still collect some blending weight, and fitting them copies the face onto the back.
+    share = share * ((g.means - head_centre) @ F.normalize(cam_centre - head_centre, dim=0) > 0).float()
+    if facing is not None:
+        cos = (F.normalize(g.means - head_centre, dim=1) * F.normalize(cam_centre - g.means, dim=1)).sum(1)
+        share = share * _ramp(cos, *facing)
+    if occlusion is not None:
+        xyz = g.means @ camera.world_to_cam[0, :3, :3].to(g.means).T + camera.world_to_cam[0, :3, 3].to(g.means)
+        z = xyz[:, 2]
+        uvw = xyz @ camera.K[0].to(g.means).T
+        u = torch.floor(uvw[:, 0] / z.clamp_min(1e-6)).long()
+        v = torch.floor(uvw[:, 1] / z.clamp_min(1e-6)).long()
+        h, w = depth.shape
+        inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        front = depth[v.clamp(0, h - 1), u.clamp(0, w - 1)]
+        share = share * torch.where(inside, 1 - _ramp(z - front, *occlusion), torch.zeros_like(z))
+    return share
 
 
 @functools.lru_cache(maxsize=2)
@@ -216,6 +279,8 @@ def refine_head(
     lpips_weight: float = 0.0,
     lpips_net: str = "alex",
     visible_weight: float = VISIBLE_WEIGHT,
+    facing: tuple[float, float] | None = FACING_RAMP,
+    occlusion: tuple[float, float] | None = OCCLUSION_RAMP,
     background: float = 1.0,
     backend: str = "auto",
     threads: int | str | None = THREADS,
@@ -247,7 +312,7 @@ def refine_head(
         image, mask = _outside_inference(image), None if mask is None else _outside_inference(mask)
         camera = Cameras(_outside_inference(camera.world_to_cam), _outside_inference(camera.K), camera.width, camera.height)
         return _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_reg, lpips_weight, lpips_net,
-                       visible_weight, background, backend)
+                       visible_weight, facing, occlusion, background, backend)
 
 
 def _outside_inference(t: torch.Tensor) -> torch.Tensor:
@@ -256,24 +321,23 @@ def _outside_inference(t: torch.Tensor) -> torch.Tensor:
 
 
 def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_reg, lpips_weight, lpips_net,
-            visible_weight, background, backend) -> tuple[Gaussians, RefineStats]:
+            visible_weight, facing, occlusion, background, backend) -> tuple[Gaussians, RefineStats]:
     n = len(gaussians)
     t0 = time.perf_counter()
     device, dtype = gaussians.device, gaussians.means.dtype
     target, m, cam = _prepare(image, mask, camera, size, device)
     g0 = gaussians.detach().to(device, torch.float32)
 
-    weights = visibility_weights(g0, cam, background, backend)
-    vis = (weights > visible_weight).to(torch.float32)
+    weights, depth = _input_view(g0, cam, background, backend)
+    # Opacities and positions of every seen Gaussian may change (the silhouette is fitted there, at the
+    # rim too); colours only by each Gaussian's share, so the rim and what lies under the surface keep
+    # the prediction's colours.
+    moves = _share(g0, cam, weights, depth, visible_weight, None, None)
+    share = _share(g0, cam, weights, depth, visible_weight, facing, occlusion)
+    vis_idx = moves > 0
     # Gaussians that add nothing to the input view (behind the opaque front, or outside the image) are
     # left out of the fitting renders: at step 0 that render is exact, and it halves a hole-free head.
     drawn = torch.nonzero(weights > 0).squeeze(1)
-    # Only the camera-facing half of the head may change: through a semi-transparent front, Gaussians on
-    # the far side still collect some blending weight, and fitting them copies the face onto the back.
-    centre = g0.means.mean(0)
-    facing = (g0.means - centre) @ F.normalize(cam.centers[0].to(centre) - centre, dim=0) > 0
-    vis = vis * facing.to(vis.dtype)
-    vis_idx = vis.bool()
     c_logit, o_logit = _logit(g0.colors), _logit(g0.opacities)
     c_base, o_base = torch.sigmoid(c_logit), torch.sigmoid(o_logit)
     dc = torch.zeros_like(g0.colors, requires_grad=True)
@@ -285,9 +349,9 @@ def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_
 
     def assemble() -> Gaussians:
         # base + (σ(logit + δ) − σ(logit)): exactly the input where δ = 0 or the Gaussian is frozen.
-        colors = g0.colors + vis[:, None] * (torch.sigmoid(c_logit + dc) - c_base)
-        opac = g0.opacities + vis * (torch.sigmoid(o_logit + do) - o_base)
-        means = g0.means + vis[:, None] * max_offset * torch.tanh(dm)
+        colors = g0.colors + share[:, None] * (torch.sigmoid(c_logit + dc) - c_base)
+        opac = g0.opacities + moves * (torch.sigmoid(o_logit + do) - o_base)
+        means = g0.means + moves[:, None] * max_offset * torch.tanh(dm)
         return Gaussians(means, g0.quats, g0.scales, opac, colors)
 
     def photometric(g: Gaussians, cull: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
