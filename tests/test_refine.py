@@ -229,6 +229,8 @@ def test_errors_name_the_problem(scene):
         refine_head(g, image, None, cam, steps=-1)
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         refine_head(g, image[None], None, cam, steps=1)
+    with pytest.raises(ValueError, match="facing must be None or"):
+        refine_head(g, image, None, cam, steps=1, facing=(0.5, 0.5))
 
 
 def test_pipeline_refines_a_reconstruction_with_the_nominal_camera(scene):

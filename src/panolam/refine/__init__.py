@@ -7,7 +7,8 @@ size and a photometric loss inside the person mask (L1, optionally plus ST-LPIPS
 read off the render itself — the accumulated blending weight of each Gaussian in the input view —
 and every Gaussian below the threshold is frozen, so the back and the hidden sides keep the network's
 prediction; colours also fade out where the photo shows a Gaussian edge-on or through the surface in
-front of it (:func:`colour_share`), so the face's edge is not copied onto the side of the head. It sits with train/eval: it uses the renderer and the perceptual loss, never the network.
+front of it (:func:`colour_share`), so the face's edge is not copied onto the side of the head. It
+sits with train/eval: it uses the renderer and the perceptual loss, never the network.
 """
 
 from panolam.refine.head import DEFAULT_SIZE, DEFAULT_STEPS, RefineStats, colour_share, refine_head, visibility_weights

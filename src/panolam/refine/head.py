@@ -290,7 +290,8 @@ def refine_head(
 
     ``camera`` is the input view at the image's size (any size with the same aspect: it is resized
     to ``size`` pixels wide, or the image's width when that is smaller). ``steps=0`` returns
-    ``gaussians`` unchanged. ``threads`` caps the CPU threads while it runs (None = as configured; "auto" = :func:`auto_threads`).
+    ``gaussians`` unchanged. ``facing`` and ``occlusion`` are :func:`colour_share`'s ramps (low, high; None = off).
+    ``threads`` caps the CPU threads while it runs (None = as configured; "auto" = :func:`auto_threads`).
     """
     if not isinstance(gaussians, Gaussians) or gaussians.means.ndim != 2:
         raise ValueError("refine_head takes one unbatched Gaussians (N, 3)")
@@ -298,6 +299,9 @@ def refine_head(
         raise ValueError(f"steps must be a non-negative integer, got {steps}")
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, got {size}")
+    for name, ramp in (("facing", facing), ("occlusion", occlusion)):
+        if ramp is not None and not (len(ramp) == 2 and ramp[0] < ramp[1]):
+            raise ValueError(f"{name} must be None or (low, high) with low < high, got {ramp}")
     n = len(gaussians)
     if steps == 0:
         return gaussians, RefineStats(None, None, 0, 0.0, 0, n, (0, 0))
