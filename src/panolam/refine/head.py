@@ -199,21 +199,27 @@ def colour_share(gaussians: Gaussians, camera: Cameras, background: float = 1.0,
     the 0/1 mask of the Gaussians whose opacity and position :func:`refine_head` fits.
     """
     g = gaussians.detach().to(gaussians.device, torch.float32)
-    return _share(g, camera, *_input_view(g, camera, background, backend), visible_weight, facing, occlusion)
+    weights, depth = _input_view(g, camera, background, backend)
+    return _seen(g, camera, weights, visible_weight) * _ramps(g, camera, depth, facing, occlusion)
 
 
-def _share(g: Gaussians, camera: Cameras, weights: torch.Tensor, depth: torch.Tensor, visible_weight: float,
-           facing: tuple[float, float] | None, occlusion: tuple[float, float] | None) -> torch.Tensor:
-    """:func:`colour_share` from the input view's accumulated weights and expected depth."""
-    share = (weights > visible_weight).float()
-    cam_centre = camera.centers[0].to(g.means)
+def _seen(g: Gaussians, camera: Cameras, weights: torch.Tensor, visible_weight: float) -> torch.Tensor:
+    """0/1 per Gaussian: above ``visible_weight`` in the view and on the camera's half of the head."""
     head_centre = g.means.mean(0)
-    # The far half stays frozen whatever the ramp: through a semi-transparent front, Gaussians on the
+    towards = F.normalize(camera.centers[0].to(g.means) - head_centre, dim=0)
+    # The far half stays frozen whatever the weight: through a semi-transparent front, Gaussians on the
     # far side still collect some blending weight, and fitting them copies the face onto the back.
-    share = share * ((g.means - head_centre) @ F.normalize(cam_centre - head_centre, dim=0) > 0).float()
+    return ((weights > visible_weight) & ((g.means - head_centre) @ towards > 0)).float()
+
+
+def _ramps(g: Gaussians, camera: Cameras, depth: torch.Tensor, facing: tuple[float, float] | None,
+           occlusion: tuple[float, float] | None) -> torch.Tensor:
+    """The product of :func:`colour_share`'s facing and occlusion ramps (1 where both are off)."""
+    out = torch.ones_like(g.opacities)
     if facing is not None:
-        cos = (F.normalize(g.means - head_centre, dim=1) * F.normalize(cam_centre - g.means, dim=1)).sum(1)
-        share = share * _ramp(cos, *facing)
+        cam_centre = camera.centers[0].to(g.means)
+        cos = (F.normalize(g.means - g.means.mean(0), dim=1) * F.normalize(cam_centre - g.means, dim=1)).sum(1)
+        out = out * _ramp(cos, *facing)
     if occlusion is not None:
         xyz = g.means @ camera.world_to_cam[0, :3, :3].to(g.means).T + camera.world_to_cam[0, :3, 3].to(g.means)
         z = xyz[:, 2]
@@ -223,8 +229,8 @@ def _share(g: Gaussians, camera: Cameras, weights: torch.Tensor, depth: torch.Te
         h, w = depth.shape
         inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         front = depth[v.clamp(0, h - 1), u.clamp(0, w - 1)]
-        share = share * torch.where(inside, 1 - _ramp(z - front, *occlusion), torch.zeros_like(z))
-    return share
+        out = out * torch.where(inside, 1 - _ramp(z - front, *occlusion), torch.zeros_like(z))
+    return out
 
 
 @functools.lru_cache(maxsize=2)
@@ -336,8 +342,8 @@ def _refine(gaussians, image, mask, camera, steps, size, lr, max_offset, colour_
     # Opacities and positions of every seen Gaussian may change (the silhouette is fitted there, at the
     # rim too); colours only by each Gaussian's share, so the rim and what lies under the surface keep
     # the prediction's colours.
-    moves = _share(g0, cam, weights, depth, visible_weight, None, None)
-    share = _share(g0, cam, weights, depth, visible_weight, facing, occlusion)
+    moves = _seen(g0, cam, weights, visible_weight)
+    share = moves * _ramps(g0, cam, depth, facing, occlusion)
     vis_idx = moves > 0
     # Gaussians that add nothing to the input view (behind the opaque front, or outside the image) are
     # left out of the fitting renders: at step 0 that render is exact, and it halves a hole-free head.
