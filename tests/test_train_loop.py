@@ -143,3 +143,27 @@ def test_heads_training_keeps_the_encoder_and_pose_head_fixed(dataset, tmp_path)
     moved = {k for k in start if not torch.equal(start[k], after[k])}
     assert moved and not any(k.startswith(("encoder.", "pose_head.", "magnification_head.")) for k in moved), sorted(moved)[:5]
     assert any(k.startswith("dense_head.") for k in moved)
+
+
+def _camera_batch(b: int = 2, size: int = 32) -> dict:
+    """A batch whose input views look at the head from yaw 40° (one view each)."""
+    from panolam.geometry.cameras import EG3D_RADIUS, Cameras
+
+    cam = Cameras.orbit([40.0], 0.0, EG3D_RADIUS, 18.837, size)
+    return {"images": torch.rand(b, 1, 3, size, size), "masks": torch.ones(b, 1, 1, size, size),
+            "world_to_cam": cam.world_to_cam.expand(b, 1, 4, 4).clone(), "K": cam.K.expand(b, 1, 3, 3).clone()}
+
+
+def test_input_camera_choice_decides_what_the_points_are_projected_with():
+    """``train.input_camera``: ground_truth passes the stored camera (noise 0: exactly it), estimated passes
+    none, so the network projects with its own pose/magnification estimate as at inference."""
+    batch = _camera_batch()
+    truth = loop.model_inputs(batch, get_config("tiny", ["train.input_camera_noise_deg=0"]), torch.device("cpu"))
+    assert torch.equal(truth["camera"].world_to_cam, loop.batch_input_camera(batch).world_to_cam)
+    est = loop.model_inputs(batch, get_config("tiny", ["train.input_camera=estimated"]), torch.device("cpu"))
+    assert est["camera"] is None and est["masks"].shape == (2, 1, 32, 32)
+
+
+def test_bad_input_camera_choice_is_refused(dataset, tmp_path):
+    with pytest.raises(ValueError, match="train.input_camera must be one of"):
+        loop.Trainer(get_config("tiny", ["train.input_camera=oracle"]), dataset, str(tmp_path / "bad"), progress=False)

@@ -56,6 +56,7 @@ from panolam.train.state_io import STATE_JSON, TrainStateError, has_state, load_
 
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", STATE_JSON
 TRAINABLE = ("all", "pose_head", "heads")  # train.trainable
+INPUT_CAMERAS = ("ground_truth", "estimated")  # train.input_camera
 STAGING_GLOB = ".step_*.tmp-*"
 
 
@@ -236,14 +237,18 @@ def encoder_input(batch: dict[str, Any], size: int, device: torch.device) -> tor
 def model_inputs(batch: dict[str, Any], cfg: PanoLAMConfig, device: torch.device,
                  generator: torch.Generator | None = None) -> dict[str, Any]:
     """Keyword arguments of the network for a batch: the encoder image, and for a pixel-aligned network
-    the input view's matte and its true camera (perturbed by ``train.input_camera_noise_deg``)."""
+    the input view's matte and its camera: the true one perturbed by ``train.input_camera_noise_deg``,
+    or None (the network's own estimate) with ``train.input_camera="estimated"``."""
     from panolam.model.pixel_aligned import perturb_camera
 
     images = encoder_input(batch, cfg.model.image_size, device)
     if not cfg.model.pixel_aligned:
         return {"images": images}
+    masks = batch["masks"][:, 0].to(device).float()
+    if cfg.train.input_camera == "estimated":
+        return {"images": images, "camera": None, "masks": masks}
     cam = perturb_camera(batch_input_camera(batch), cfg.train.input_camera_noise_deg, generator).to(device)
-    return {"images": images, "camera": cam, "masks": batch["masks"][:, 0].to(device).float()}
+    return {"images": images, "camera": cam, "masks": masks}
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -294,6 +299,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(t.seed + 104729 * self.rank)
         if t.trainable not in TRAINABLE:
             raise ValueError(f"train.trainable must be one of {TRAINABLE}, got {t.trainable!r}")
+        if t.input_camera not in INPUT_CAMERAS:
+            raise ValueError(f"train.input_camera must be one of {INPUT_CAMERAS}, got {t.input_camera!r}")
         self.pose_only = t.trainable == "pose_head"
         if self.pose_only:
             if not cfg.model.pixel_aligned:
