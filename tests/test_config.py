@@ -24,6 +24,10 @@ def test_overrides_are_typed():
     assert cfg.model.c_t == 64 and cfg.model.ray_aggregation is False
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.model.encoder_layers == (1, 2)
+    # A text field keeps text that JSON would read as a boolean or number.
+    assert get_config("tiny", ["train.input_camera=true"]).train.input_camera == "true"
+    assert get_config("tiny", ["train.out_dir=42"]).train.out_dir == "42"
+    assert get_config("tiny", ["train.lpips_weights=null"]).train.lpips_weights is None
 
 
 @pytest.mark.parametrize("bad, msg", [

@@ -155,7 +155,7 @@ def _camera_batch(b: int = 2, size: int = 32) -> dict:
 
 
 def test_input_camera_choice_decides_what_the_points_are_projected_with():
-    """``train.input_camera``: ground_truth passes the stored camera (noise 0: exactly it), estimated passes
+    """``train.input_camera``: true passes the stored camera (noise 0: exactly it), estimated passes
     none, so the network projects with its own pose/magnification estimate as at inference."""
     batch = _camera_batch()
     truth = loop.model_inputs(batch, get_config("tiny", ["train.input_camera_noise_deg=0"]), torch.device("cpu"))

@@ -104,6 +104,8 @@ def apply_override(cfg: PanoLAMConfig, item: str) -> str:
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise ValueError(f"override {item!r}: expected true/false")
+    elif isinstance(current, str) and isinstance(value, (bool, int, float)):
+        value = raw  # a text field keeps the text: train.input_camera=true is "true", not True
     elif isinstance(current, float) and isinstance(value, int):
         value = float(value)
     elif isinstance(current, tuple) and isinstance(value, list):

@@ -32,11 +32,11 @@ class TrainConfig:
     # them, before or after, stays valid).
     trainable: str = "all"
     input_camera_noise_deg: float = 2.0
-    # Which camera the points are projected with in training: "ground_truth" (the input view's, jittered by
+    # Which camera the points are projected with in training: "true" (the input view's, jittered by
     # input_camera_noise_deg) or "estimated" (the network's own pose and magnification estimate, as at
     # inference, so the heads learn the estimate's real errors; meant for train.trainable=heads, where
     # the camera heads are frozen).
-    input_camera: str = "ground_truth"
+    input_camera: str = "true"
     lpips_weights: str | None = None  # local standard-LPIPS file; None = shipped ST-LPIPS
     lpips_net: str = "vgg"  # trunk of the shipped ST-LPIPS used as the loss ("vgg" or "alex"; eval always uses "alex")
     st_decoder: str | None = None  # frozen tri-plane decoder (.safetensors from `panolam teacher fit`); None = no L_rgb^ST

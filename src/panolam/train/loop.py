@@ -56,7 +56,7 @@ from panolam.train.state_io import STATE_JSON, TrainStateError, has_state, load_
 
 CKPT_DIR, LATEST, STATE_NAME = "checkpoints", "latest", STATE_JSON
 TRAINABLE = ("all", "pose_head", "heads")  # train.trainable
-INPUT_CAMERAS = ("ground_truth", "estimated")  # train.input_camera
+INPUT_CAMERAS = ("true", "estimated")  # train.input_camera
 STAGING_GLOB = ".step_*.tmp-*"
 
 
