@@ -286,3 +286,56 @@ def test_magnification_head_starts_nominal_and_learns_from_its_loss() -> None:
     assert get_config("tiny", ["model.pixel_aligned=false"]).model.magnification_head is False
     with pytest.raises(ValueError, match="magnification_head"):
         PanoLAM(get_config("tiny", ["model.pixel_aligned=false", "model.magnification_head=true"]).model)
+
+
+def _flip_model():
+    from panolam.model.panolam import PanoLAM
+
+    torch.manual_seed(1)
+    return PanoLAM(get_config("tiny", ["model.pose_flip_average=true"]).model).eval()
+
+
+def test_mirror_pose_negates_the_yaw_only() -> None:
+    from panolam.model.pixel_aligned import mirror_pose
+
+    yaw, pitch = pose_angles(mirror_pose(pose_vector(torch.tensor([30.0, -120.0]), torch.tensor([10.0, -5.0]))))
+    torch.testing.assert_close(yaw, torch.tensor([-30.0, 120.0]))
+    torch.testing.assert_close(pitch, torch.tensor([10.0, -5.0]))
+
+
+def test_flip_averaged_camera_mirrors_with_the_photo() -> None:
+    """model.pose_flip_average: a photo and its mirror image get mirrored cameras (yaw negated, pitch and
+    magnification equal), a left-right symmetric photo yaw 0, although the untrained heads alone are
+    not mirror-consistent."""
+    model = _flip_model()
+    size = model.cfg.image_size
+    torch.manual_seed(2)
+    x = torch.rand(1, 3, size, size)
+    with torch.no_grad():
+        both = model(torch.cat([x, x.flip(-1)]), pose_only=True)
+        sym = model(0.5 * (x + x.flip(-1)), pose_only=True)
+        plain = model.pose_head(model.encoder(torch.cat([x, x.flip(-1)])))
+    yaw, pitch = pose_angles(both.pose)
+    assert abs(float(yaw[0])) > 1e-3
+    torch.testing.assert_close(yaw[0], -yaw[1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(pitch[0], pitch[1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(both.magnification[0], both.magnification[1], atol=1e-5, rtol=0)
+    assert abs(float(pose_angles(sym.pose)[0])) < 1e-3
+    plain_yaw, _ = pose_angles(plain)
+    assert abs(float(plain_yaw[0] + plain_yaw[1])) > 1e-3  # the heads alone would not mirror
+
+
+def test_flip_average_only_estimates_at_inference_without_a_given_camera() -> None:
+    """The mirrored encoder pass runs only when the network estimates the camera in eval mode: not when
+    a camera is given, and not in training (the pose loss trains the head on the photo itself)."""
+    model = _flip_model()
+    size = model.cfg.image_size
+    batches = []
+    model.encoder.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    x = torch.rand(1, 3, size, size)
+    with torch.no_grad():
+        out = model(x)
+        model(x, InputCamera.from_pose(torch.tensor([0.0]), torch.tensor([0.0])))
+        model.train()(x, pose_only=True)
+    assert batches == [2, 1, 1]
+    assert out.pose.shape == (1, 4) and torch.isfinite(out.dense.colors).all()

@@ -77,6 +77,10 @@ class ModelConfig:
     # estimated camera assumes the nominal one, and a head that appears 6 % larger samples the photo
     # several pixels off at its outline (measured: the true magnification is worth ~1.4 dB).
     magnification_head: bool = False
+    # Beyond the paper (pixel_aligned only; inference): the camera is also estimated from the mirrored
+    # photo, whose yaw is the negative, and the two estimates are averaged. The pose head's errors are
+    # partly mirror-antisymmetric, so this cuts them for one more encoder pass (BENCHMARKS, 2026-12-07 (8)).
+    pose_flip_average: bool = False
     # Beyond the paper: smallest dense-Gaussian scale as a fraction of the nominal dense point spacing,
     # applied smoothly (sqrt(s² + floor²)). 0 = none (the paper). Trained at a low render resolution,
     # Gaussians shrink below a pixel where that costs nothing and leave see-through gaps at higher ones.
@@ -96,7 +100,7 @@ PRESETS: dict[str, ModelConfig] = {
         encoder_layers=(2, 4, 6, 8), c_t=192, heads=6, point_blocks=3, triplane_blocks=2,
         template_vertices=2500, dense_points=6000, area_threshold=1e-4, triplane_res=32,
         triplane_channels=16, triplane_upsample=2, ray_samples=8, pixel_aligned=True, dense_scale_floor=0.5,
-        silhouette_cues=True, magnification_head=True, inference_dense_points=12000,
+        silhouette_cues=True, magnification_head=True, inference_dense_points=12000, pose_flip_average=True,
     ),
     "tiny": ModelConfig(
         encoder="vit", encoder_frozen=False, image_size=56, vit_dim=32, vit_depth=4, vit_heads=2,

@@ -37,7 +37,7 @@ from panolam.geometry.template import load_template
 from panolam.model.encoder import ImageEncoder
 from panolam.model.heads import GaussianHead, GaussianParams
 from panolam.model.pixel_aligned import (ColourGate, InputCamera, MagnificationHead, PixelAlignedSampler, PixelFeatures, PoseHead,
-                                         fuse_yaw, mask_from_background, pose_angles, zero_init_mlp)
+                                         fuse_yaw, mask_from_background, mirror_pose, pose_angles, zero_init_mlp)
 from panolam.model.point_branch import PointBranch
 from panolam.model.silhouette import CUE_DIM, silhouette_cues, silhouette_profile
 from panolam.model.triplane_branch import TriplaneBranch
@@ -189,13 +189,13 @@ class PanoLAM(nn.Module):
             if not self.cfg.pixel_aligned:
                 raise ValueError("pose_only needs a pose head, which only a model.pixel_aligned network has")
             with torch.no_grad():
-                tokens = self.encoder(images)
-            return PanoLAMOutput(coarse=None, dense=None, planes=None, pose=self.pose_head(tokens),
-                                 magnification=self._magnification(tokens))
-        tokens = self.encoder(images)
+                tokens, mirrored = self._encode(images, self._flip_average(None))
+            pose, magnification = self._camera_estimate(tokens, mirrored)
+            return PanoLAMOutput(coarse=None, dense=None, planes=None, pose=pose, magnification=magnification)
+        tokens, mirrored = self._encode(images, self.cfg.pixel_aligned and self._flip_average(camera))
         b = tokens.shape[0]
         planes = self.triplane_branch.planes(tokens)
-        pix = self._pixel_inputs(images, tokens, camera, masks, yaw_hint_deg) if self.cfg.pixel_aligned else None
+        pix = self._pixel_inputs(images, tokens, camera, masks, yaw_hint_deg, mirrored) if self.cfg.pixel_aligned else None
         if self.cfg.coarse_to_fine:
             verts = self.template_vertices.unsqueeze(0).expand(b, -1, -1)
             extra = coarse_pix = None
@@ -243,11 +243,32 @@ class PanoLAM(nn.Module):
         return PanoLAMOutput(coarse=coarse, dense=dense, planes=planes, pose=pix["pose"], input_camera=pix["camera"],
                              magnification=pix["magnification"])
 
+    def _flip_average(self, camera: InputCamera | None) -> bool:
+        """Whether the camera is estimated from the photo and its mirror image (model.pose_flip_average)."""
+        return self.cfg.pose_flip_average and camera is None and not self.training
+
+    def _encode(self, images: torch.Tensor, with_mirror: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The image tokens, and with ``with_mirror`` those of the left-right mirrored images (one batch)."""
+        if not with_mirror:
+            return self.encoder(images), None
+        tokens, mirrored = self.encoder(torch.cat([images, images.flip(-1)])).chunk(2)
+        return tokens, mirrored
+
+    def _camera_estimate(self, tokens: torch.Tensor, mirrored: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pose vector (B, 4) and log magnification (B,) or None; with the mirrored images' tokens, the mean
+        of the two estimates (the mirror's yaw negated), which halves their mirror-antisymmetric errors."""
+        pose, magnification = self.pose_head(tokens), self._magnification(tokens)
+        if mirrored is not None:
+            pose = 0.5 * (pose + mirror_pose(self.pose_head(mirrored)))
+            if magnification is not None:
+                magnification = 0.5 * (magnification + self._magnification(mirrored))
+        return pose, magnification
+
     def _pixel_inputs(self, images: torch.Tensor, tokens: torch.Tensor, camera: InputCamera | None,
-                      masks: torch.Tensor | None, yaw_hint_deg: torch.Tensor | None = None) -> dict:
+                      masks: torch.Tensor | None, yaw_hint_deg: torch.Tensor | None = None,
+                      mirrored: torch.Tensor | None = None) -> dict:
         """Everything the points sample from, computed once per image: camera, pose, stem and token maps."""
-        pose = self.pose_head(tokens)
-        magnification = self._magnification(tokens)
+        pose, magnification = self._camera_estimate(tokens, mirrored)
         if camera is None:
             yaw, pitch = pose_angles(pose.detach())
             if yaw_hint_deg is not None:

@@ -322,6 +322,11 @@ def pose_vector(yaw_deg: torch.Tensor, pitch_deg: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.sin(y), torch.cos(y), torch.sin(p), torch.cos(p)], dim=-1)
 
 
+def mirror_pose(vec: torch.Tensor) -> torch.Tensor:
+    """The :func:`pose_vector` of the left-right mirrored view: yaw negated, pitch kept."""
+    return torch.cat([-vec[..., :1], vec[..., 1:]], dim=-1)
+
+
 def pose_angles(vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`pose_vector`: yaw, pitch in degrees."""
     return torch.rad2deg(torch.atan2(vec[..., 0], vec[..., 1])), torch.rad2deg(torch.atan2(vec[..., 2], vec[..., 3]))
