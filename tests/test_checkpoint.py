@@ -247,3 +247,17 @@ def test_fine_tuning_init_keeps_a_rebuilt_module_fresh_and_loads_the_rest(tmp_pa
     assert all(torch.equal(v, old_state[k]) for k, v in new.state_dict().items() if not k.startswith("pose_head."))
     with pytest.raises(CheckpointError, match="pose_head"):
         load_weights_into(PanoLAM(get_config("tiny").model), where)
+
+
+def test_a_checkpoint_from_before_flip_averaging_keeps_the_single_camera_estimate():
+    """``model.pose_flip_average`` is on in the default preset; a saved default config without the field
+    (every checkpoint before it) loads with it off, so its behaviour does not change under it."""
+    from pathlib import Path
+
+    from panolam.config import get_config
+    from panolam.model.checkpoint import _config_from_meta
+
+    cfg = get_config("default").to_dict()
+    assert cfg["model"].pop("pose_flip_average") is True
+    _, model_cfg = _config_from_meta({"config_kind": "full", "config": cfg}, Path("old"))
+    assert model_cfg.pose_flip_average is False and model_cfg.magnification_head is True

@@ -129,7 +129,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 # Model fields added after checkpoint format 1 was fixed, with the behaviour a checkpoint written before
 # them had: a saved config that lacks one gets this value, not the (newer) preset's.
 LEGACY_MODEL_FIELDS: dict[str, Any] = {"pixel_aligned": False, "pose_head": "mean", "dense_scale_floor": 0.0, "silhouette_cues": False,
-                                       "magnification_head": False, "inference_dense_points": 0}
+                                       "magnification_head": False, "inference_dense_points": 0, "pose_flip_average": False}
 
 
 def _with_legacy_fields(meta: dict[str, Any]) -> dict[str, Any]:
