@@ -78,8 +78,9 @@ class ModelConfig:
     # several pixels off at its outline (measured: the true magnification is worth ~1.4 dB).
     magnification_head: bool = False
     # Beyond the paper (pixel_aligned only; inference): the camera is also estimated from the mirrored
-    # photo, whose yaw is the negative, and the two estimates are averaged. The pose head's errors are
-    # partly mirror-antisymmetric, so this cuts them for one more encoder pass (BENCHMARKS, 2026-12-07 (8)).
+    # photo, whose yaw is the negative, and the two estimates are averaged: the part of the pose head's
+    # error that does not turn with the photo (a lean to one side) cancels, for one more encoder pass
+    # (BENCHMARKS, 2026-12-07 (8)).
     pose_flip_average: bool = False
     # Beyond the paper: smallest dense-Gaussian scale as a fraction of the nominal dense point spacing,
     # applied smoothly (sqrt(s² + floor²)). 0 = none (the paper). Trained at a low render resolution,

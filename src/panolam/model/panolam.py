@@ -256,7 +256,7 @@ class PanoLAM(nn.Module):
 
     def _camera_estimate(self, tokens: torch.Tensor, mirrored: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pose vector (B, 4) and log magnification (B,) or None; with the mirrored images' tokens, the mean
-        of the two estimates (the mirror's yaw negated), which halves their mirror-antisymmetric errors."""
+        of the two estimates (the mirror's yaw negated): a yaw error that does not turn with the photo cancels."""
         pose, magnification = self.pose_head(tokens), self._magnification(tokens)
         if mirrored is not None:
             pose = 0.5 * (pose + mirror_pose(self.pose_head(mirrored)))
