@@ -192,7 +192,7 @@ class PanoLAM(nn.Module):
                 tokens, mirrored = self._encode(images, self._flip_average(None))
             pose, magnification = self._camera_estimate(tokens, mirrored)
             return PanoLAMOutput(coarse=None, dense=None, planes=None, pose=pose, magnification=magnification)
-        tokens, mirrored = self._encode(images, self.cfg.pixel_aligned and self._flip_average(camera))
+        tokens, mirrored = self._encode(images, self._flip_average(camera))
         b = tokens.shape[0]
         planes = self.triplane_branch.planes(tokens)
         pix = self._pixel_inputs(images, tokens, camera, masks, yaw_hint_deg, mirrored) if self.cfg.pixel_aligned else None
@@ -245,7 +245,7 @@ class PanoLAM(nn.Module):
 
     def _flip_average(self, camera: InputCamera | None) -> bool:
         """Whether the camera is estimated from the photo and its mirror image (model.pose_flip_average)."""
-        return self.cfg.pose_flip_average and camera is None and not self.training
+        return self.cfg.pixel_aligned and self.cfg.pose_flip_average and camera is None and not self.training
 
     def _encode(self, images: torch.Tensor, with_mirror: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The image tokens, and with ``with_mirror`` those of the left-right mirrored images (one batch)."""
