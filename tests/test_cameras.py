@@ -53,3 +53,18 @@ def test_non_square_images_keep_square_pixels_and_the_diagonal_fov():
     assert abs(math.degrees(2 * math.atan(half_diag / fx)) - 18.837) < 1e-3
     square = Cameras.orbit(0.0, 0.0, 2.7, 18.837, 128)
     assert abs(float(square.K[0, 0, 0]) - focal_from_diag_fov(18.837) * 128) < 1e-3
+
+
+def test_project_points_matches_the_reference_and_the_networks_normalised_projection():
+    from panolam.model.pixel_aligned import InputCamera
+    from panolam.model.pixel_aligned import project as project_normalised
+
+    cams = Cameras.orbit(torch.tensor([0.0, 35.0, -80.0]), torch.tensor([5.0, -10.0, 20.0]), 2.7, 18.837, 64, 48)
+    pts = torch.randn(50, 3, generator=torch.Generator().manual_seed(0)) * 0.3
+    uv, z = cams.project_points(pts)
+    assert uv.shape == (3, 50, 2) and z.shape == (3, 50)
+    ref = project(cams, pts.expand(3, -1, -1))
+    assert torch.allclose(uv, ref[..., :2], atol=1e-4) and torch.allclose(z, ref[..., 2], atol=1e-5)
+    # The network projects with intrinsics normalised by the image size: the same point, divided by W and H.
+    nuv, nz = project_normalised(pts.expand(3, -1, -1), InputCamera.from_cameras(cams))
+    assert torch.allclose(nuv * torch.tensor([64.0, 48.0]), uv, atol=1e-3) and torch.allclose(nz, z, atol=1e-5)

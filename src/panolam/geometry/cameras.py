@@ -93,6 +93,16 @@ class Cameras:
     def to(self, device: torch.device | str) -> "Cameras":
         return Cameras(self.world_to_cam.to(device), self.K.to(device), self.width, self.height)
 
+    def project_points(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """World points (N, 3) -> pixel coordinates (C, N, 2) (x right, y down; pixel ``i`` covers
+        [i, i+1)) and camera-space depth (C, N) in every camera. Points at or behind the camera
+        (depth <= 0) get finite but meaningless coordinates: test the depth."""
+        R, t = self.world_to_cam[:, :3, :3].to(points), self.world_to_cam[:, :3, 3].to(points)
+        xyz = torch.einsum("cij,nj->cni", R, points) + t[:, None]
+        z = xyz[..., 2]
+        uvw = torch.einsum("cij,cnj->cni", self.K.to(points), xyz)
+        return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
+
     def resized(self, width: int, height: int) -> "Cameras":
         """Same cameras rendering a different pixel grid (intrinsics scaled)."""
         scale = torch.tensor([width / self.width, height / self.height, 1.0], dtype=self.K.dtype, device=self.K.device)

@@ -221,11 +221,9 @@ def _ramps(g: Gaussians, camera: Cameras, depth: torch.Tensor, facing: tuple[flo
         cos = (F.normalize(g.means - g.means.mean(0), dim=1) * F.normalize(cam_centre - g.means, dim=1)).sum(1)
         out = out * _ramp(cos, *facing)
     if occlusion is not None:
-        xyz = g.means @ camera.world_to_cam[0, :3, :3].to(g.means).T + camera.world_to_cam[0, :3, 3].to(g.means)
-        z = xyz[:, 2]
-        uvw = xyz @ camera.K[0].to(g.means).T
-        u = torch.floor(uvw[:, 0] / z.clamp_min(1e-6)).long()
-        v = torch.floor(uvw[:, 1] / z.clamp_min(1e-6)).long()
+        uv, z = camera[0].project_points(g.means)
+        uv, z = torch.floor(uv[0]).long(), z[0]
+        u, v = uv[:, 0], uv[:, 1]
         h, w = depth.shape
         inside = (z > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
         front = depth[v.clamp(0, h - 1), u.clamp(0, w - 1)]
