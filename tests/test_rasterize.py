@@ -292,6 +292,21 @@ def test_auto_backend_on_cpu_uses_numba_path():
     assert torch.equal(auto.rgb, cpu.rgb)
 
 
+def test_rasterizer_environment_variable_replaces_auto(monkeypatch):
+    g, cams = random_gaussians(12, seed=14), tiny_cameras()
+    torch_out = rasterize(g, cams, backend="torch")
+    monkeypatch.setenv("PANOLAM_RASTERIZER", "torch")
+    assert torch.equal(rasterize(g, cams).rgb, torch_out.rgb)  # "auto" now means the torch path, bit for bit
+    cpu_out = rasterize(g, cams, backend="cpu")
+    monkeypatch.setenv("PANOLAM_RASTERIZER", "gsplat")
+    with pytest.raises(ValueError, match="CUDA"):  # auto -> gsplat, which refuses CPU tensors
+        rasterize(g, cams)
+    assert torch.equal(rasterize(g, cams, backend="cpu").rgb, cpu_out.rgb)  # an explicit backend still wins
+    monkeypatch.setenv("PANOLAM_RASTERIZER", "opengl")
+    with pytest.raises(ValueError, match="PANOLAM_RASTERIZER='opengl'.*cpu, torch, gsplat"):
+        rasterize(g, cams)
+
+
 def test_large_gaussian_near_image_edge_matches_torch_backend():
     g = random_gaussians(12, seed=15, spread=0.4)
     g.scales = g.scales * 4

@@ -48,6 +48,19 @@ def test_resume_reproduces_uninterrupted_run(dataset, tmp_path):
     assert list((straight / "logs").glob("events.out.tfevents.*"))
 
 
+def test_time_limit_stops_with_a_checkpoint_and_resume_finishes(dataset, tmp_path):
+    run = tmp_path / "timed"
+    trainer = loop.Trainer(_cfg(), dataset, str(run), progress=False)
+    ticks = iter(range(1000))
+    trainer._clock = lambda: float(next(ticks))  # one second per reading: the limit is read before each step
+    trainer.fit(time_limit_s=2.5)
+    assert trainer.step == 2 and (run / "checkpoints" / "latest").read_text() == "step_00000002"
+    loop.train(_cfg(), dataset, str(run), resume=True, progress=False)
+    assert (run / "checkpoints" / "latest").read_text() == "step_00000004"
+    with pytest.raises(ValueError, match="time limit must be positive"):
+        loop.train(_cfg(), dataset, str(run), time_limit_s=0, progress=False)
+
+
 def test_nan_loss_names_step_and_subjects(dataset, tmp_path, monkeypatch):
     trainer = loop.Trainer(_cfg(), dataset, str(tmp_path / "nan"), progress=False)
     real = trainer.loss_fn.forward

@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory for checkpoints and logs (default: the config's train.out_dir)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest (exactly: weights, optimiser, data, RNG)")
     p.add_argument("--stop-after", type=int, default=None, metavar="N", help="stop (with a checkpoint) after N steps of this run")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                   help="stop (with a checkpoint) after MIN minutes of training in this call (model and data set-up "
+                        "not counted); --resume continues, the schedule still runs to train.steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -42,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from panolam.errors import check_output_dir
 
     check_output_dir(args.out or cfg.train.out_dir, "--out")
-    terms = train(cfg, data[0] if len(data) == 1 else data, args.out, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise UserError(f"--time-limit must be a positive number of minutes, got {args.time_limit}")
+    terms = train(cfg, data[0] if len(data) == 1 else data, args.out, resume=args.resume, stop_after=args.stop_after,
+                  progress=not args.no_progress, time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     if terms:
         print("last step: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(terms.items())))
     return 0

@@ -2,7 +2,8 @@
 
 Slower than the Numba kernels but needs nothing compiled, supports any float dtype and is
 differentiated by autograd, so it is the cross-check for the compiled path and the fallback
-where Numba cannot run. Gaussians are binned into 16×16 tiles by their opacity-aware box (as in
+where Numba cannot run; it also runs on CUDA tensors (``PANOLAM_RASTERIZER=torch``: training on a GPU
+without gsplat's build). Gaussians are binned into 16×16 tiles by their opacity-aware box (as in
 the Numba path), tiles are sorted by how many Gaussians they hold and blended a chunk of tiles at
 a time as a dense (tiles × pixels × Gaussians) problem padded to the chunk's longest list.
 Front-to-back termination is exact without a loop: transmittance only decreases, so "stop when
@@ -43,11 +44,11 @@ def _blend_chunk(
 def _tile_lists(lo: torch.Tensor, hi: torch.Tensor, ntx: int, nty: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(tile id, Gaussian rank) pairs sorted by tile then depth rank, for boxes [lo, hi] in pixels."""
     t_lo = torch.clamp(torch.div(lo, TILE, rounding_mode="floor"), min=0)
-    t_hi = torch.minimum(torch.div(hi, TILE, rounding_mode="floor"), torch.tensor([ntx - 1, nty - 1]))
+    t_hi = torch.minimum(torch.div(hi, TILE, rounding_mode="floor"), torch.tensor([ntx - 1, nty - 1], device=lo.device))
     span = torch.clamp(t_hi - t_lo + 1, min=0)
     count = span[:, 0] * span[:, 1]
-    rank = torch.repeat_interleave(torch.arange(len(count)), count)
-    local = torch.arange(int(count.sum())) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    rank = torch.repeat_interleave(torch.arange(len(count), device=lo.device), count)
+    local = torch.arange(int(count.sum()), device=lo.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
     w = span[rank, 0]
     tile = (t_lo[rank, 1] + torch.div(local, w, rounding_mode="floor")) * ntx + t_lo[rank, 0] + local % w
     key = tile * max(len(count), 1) + rank
@@ -59,12 +60,12 @@ def _blend_camera(
     m2: torch.Tensor, co: torch.Tensor, op: torch.Tensor, fe: torch.Tensor, radii: torch.Tensor, width: int, height: int, use_ckpt: bool
 ) -> torch.Tensor:
     """(H, W, F + 1) image for one camera from depth-sorted visible Gaussians."""
-    dtype, nf = fe.dtype, fe.shape[1]
+    dtype, nf, device = fe.dtype, fe.shape[1], fe.device
     ntx, nty = -(-width // TILE), -(-height // TILE)
-    out = torch.zeros(ntx * nty, TILE * TILE, nf + 1, dtype=dtype)
+    out = torch.zeros(ntx * nty, TILE * TILE, nf + 1, dtype=dtype, device=device)
     with torch.no_grad():
         # First/last pixel whose centre is inside the box, clamped before the integer cast.
-        bound = torch.tensor([width, height], dtype=dtype)
+        bound = torch.tensor([width, height], dtype=dtype, device=device)
         lo = torch.clamp(torch.ceil(m2.detach() - radii - 0.5), min=-1.0)
         lo = torch.minimum(lo, bound).long()
         hi = torch.clamp(torch.floor(m2.detach() + radii - 0.5), min=-1.0)
@@ -74,7 +75,7 @@ def _blend_camera(
         starts = torch.cumsum(counts, 0) - counts
         by_size = torch.argsort(counts, descending=True, stable=True)
         by_size = by_size[counts[by_size] > 0]
-        ly, lx = torch.meshgrid(torch.arange(TILE), torch.arange(TILE), indexing="ij")
+        ly, lx = torch.meshgrid(torch.arange(TILE, device=device), torch.arange(TILE, device=device), indexing="ij")
         local = torch.stack([lx, ly], -1).reshape(-1, 2).to(dtype) + 0.5
     results, tiles_done = [], []
     i = 0
@@ -83,7 +84,7 @@ def _blend_camera(
         n_t = max(1, min(len(by_size) - i, CHUNK_ELEMENTS // (TILE * TILE * m_max)))
         tiles = by_size[i : i + n_t]
         with torch.no_grad():
-            slot = torch.arange(m_max)
+            slot = torch.arange(m_max, device=device)
             mask = slot[None] < counts[tiles][:, None]
             pos = torch.where(mask, starts[tiles][:, None] + slot[None], torch.zeros_like(mask, dtype=torch.long))
             idx = rank[pos]  # (n_t, m_max) Gaussian ranks, padding points at rank[0] but is masked

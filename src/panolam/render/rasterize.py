@@ -4,8 +4,8 @@ One call renders unbatched :class:`~panolam.gaussians.Gaussians` into C cameras 
 accumulated alpha and expected depth, differentiable w.r.t. means, quats, scales, opacities and
 colours. Backends: ``"gsplat"`` (CUDA, nerfstudio's gsplat 1.5), ``"cpu"`` (the project's Numba
 kernels: tile binning + per-pixel front-to-back blend, hand-written backward), ``"torch"``
-(pure PyTorch, autograd, any dtype) and ``"auto"`` (gsplat for CUDA tensors, otherwise ``"cpu"``,
-falling back to ``"torch"`` with a warning if Numba is unusable). All follow gsplat's rules: EWA
+(pure PyTorch, autograd, any dtype and device) and ``"auto"`` (gsplat for CUDA tensors, otherwise ``"cpu"``,
+falling back to ``"torch"`` with a warning if Numba is unusable; ``PANOLAM_RASTERIZER`` replaces it). All follow gsplat's rules: EWA
 projection + 0.3 px² dilation without compensation, α = min(0.999, o·exp(-½dᵀΣ⁻¹d)), α < 1/255
 skipped, front-to-back by camera z of the mean, stop when T would fall to ≤ 1e-4, near plane 0.01,
 pixel centres at (i + 0.5, j + 0.5). The quaternion is normalised in the forward and gradients
@@ -17,6 +17,7 @@ flow through that normalisation. Depth is the expected camera z of the means,
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import warnings
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from panolam.gaussians import Gaussians
 from panolam.geometry.cameras import Cameras
 
 BACKENDS = ("auto", "cpu", "torch", "gsplat")
+RASTERIZER_ENV = "PANOLAM_RASTERIZER"  # replaces "auto" when set (see _resolve_backend)
 DEPTH_EPS = 1e-10
 
 
@@ -79,13 +81,19 @@ def _rasterize_cpu(gaussians: Gaussians, cameras: Cameras, backend: str) -> tupl
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend for ``backend`` and the tensors' device."""
+    """The concrete backend for ``backend`` and the tensors' device; ``PANOLAM_RASTERIZER`` (cpu, torch or
+    gsplat) replaces "auto" everywhere (training losses, eval, previews), e.g. ``torch`` on a GPU where
+    gsplat is not built."""
+    if backend == "auto":
+        backend = os.environ.get(RASTERIZER_ENV, "").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(f"{RASTERIZER_ENV}={backend!r}: choose from {', '.join(BACKENDS[1:])} (or unset it for auto)")
     if backend == "auto":
         if device.type == "cuda":
             return "gsplat"
         return "cpu" if _numba_usable() else "torch"
-    if backend in ("cpu", "torch") and device.type != "cpu":
-        raise ValueError(f"backend={backend!r} needs CPU tensors, got Gaussians on {device}; use backend='gsplat' or move them with .to('cpu')")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors, got Gaussians on {device}; use backend='gsplat' or 'torch', or move them with .to('cpu')")
     return backend
 
 

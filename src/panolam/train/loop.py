@@ -437,16 +437,21 @@ class Trainer:
         if t.sample_every > 0 and self.step % t.sample_every == 0 and result.renders:
             self.writer.add_image("samples/target_dense_coarse_triplane", sample_grid(result, batch, t.render_size), self.step)
 
-    def fit(self, stop_after: int | None = None) -> dict[str, float]:
-        """Train to ``train.steps``; ``stop_after`` ends (with a checkpoint) after that many steps of this call."""
+    def fit(self, stop_after: int | None = None, time_limit_s: float | None = None) -> dict[str, float]:
+        """Train to ``train.steps``; ``stop_after`` ends (with a checkpoint) after that many steps of this call,
+        ``time_limit_s`` before the first step that would start that many seconds after the call began (all
+        processes stop at the same step)."""
         from tqdm.auto import tqdm
 
         t = self.cfg.train
+        if time_limit_s is not None and time_limit_s <= 0:
+            raise ValueError(f"time limit must be positive, got {time_limit_s} s")
         end = t.steps if stop_after is None else min(t.steps, self.step + stop_after)
+        start = self._clock()
         bar = tqdm(total=t.steps, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
         last: dict[str, float] = {}
         try:
-            while self.step < end:
+            while self.step < end and not self._out_of_time(start, time_limit_s):
                 tic = time.perf_counter()
                 batch = self.data.next()
                 result, batch = self.train_step(batch)
@@ -470,6 +475,20 @@ class Trainer:
         return last
 
 
+    _clock = staticmethod(time.perf_counter)  # the time limit's clock (a test replaces it)
+
+    def _out_of_time(self, start: float, limit_s: float | None) -> bool:
+        """Whether ``limit_s`` seconds have passed since ``start``: rank 0's clock decides for every process."""
+        if limit_s is None:
+            return False
+        over = torch.tensor([float(self._clock() - start >= limit_s)], device=self.accel.device)
+        if self.world > 1:
+            from accelerate.utils import broadcast
+
+            over = broadcast(over, from_process=0)
+        return bool(over.item())
+
+
 def sample_grid(result, batch: dict[str, Any], size: int) -> torch.Tensor:
     """(3, rows·size, views·size) image: targets, then each available render, for the first subject."""
     target = F.interpolate(batch["images"][0].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
@@ -480,9 +499,11 @@ def sample_grid(result, batch: dict[str, Any], size: int) -> torch.Tensor:
 
 
 def train(cfg: PanoLAMConfig, data_root: str | list[str] | None = None, out_dir: str | None = None, resume: bool = False,
-          stop_after: int | None = None, progress: bool = True) -> dict[str, float]:
+          stop_after: int | None = None, progress: bool = True, time_limit_s: float | None = None) -> dict[str, float]:
     """Build a :class:`Trainer`, optionally resume, and train; returns the last step's loss terms."""
+    if time_limit_s is not None and time_limit_s <= 0:
+        raise ValueError(f"time limit must be positive, got {time_limit_s} s")
     trainer = Trainer(cfg, data_root, out_dir, progress)
     if resume and not trainer.resume() and trainer.accel.is_main_process:
         print(f"no checkpoint under {trainer.out / CKPT_DIR}; starting from step 0")
-    return trainer.fit(stop_after)
+    return trainer.fit(stop_after, time_limit_s)
