@@ -292,19 +292,21 @@ def test_auto_backend_on_cpu_uses_numba_path():
     assert torch.equal(auto.rgb, cpu.rgb)
 
 
-def test_rasterizer_environment_variable_replaces_auto(monkeypatch):
-    g, cams = random_gaussians(12, seed=14), tiny_cameras()
-    torch_out = rasterize(g, cams, backend="torch")
-    monkeypatch.setenv("PANOLAM_RASTERIZER", "torch")
-    assert torch.equal(rasterize(g, cams).rgb, torch_out.rgb)  # "auto" now means the torch path, bit for bit
-    cpu_out = rasterize(g, cams, backend="cpu")
-    monkeypatch.setenv("PANOLAM_RASTERIZER", "gsplat")
-    with pytest.raises(ValueError, match="CUDA"):  # auto -> gsplat, which refuses CPU tensors
-        rasterize(g, cams)
-    assert torch.equal(rasterize(g, cams, backend="cpu").rgb, cpu_out.rgb)  # an explicit backend still wins
-    monkeypatch.setenv("PANOLAM_RASTERIZER", "opengl")
-    with pytest.raises(ValueError, match="PANOLAM_RASTERIZER='opengl'.*cpu, torch, gsplat"):
-        rasterize(g, cams)
+def test_cuda_rasterizer_environment_variable_picks_the_auto_backend_for_cuda_tensors(monkeypatch):
+    from panolam.render.rasterize import _resolve_backend
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # only the choice is tested: no GPU is touched
+    monkeypatch.delenv("PANOLAM_CUDA_RASTERIZER", raising=False)
+    assert _resolve_backend("auto", cuda) == "gsplat"
+    monkeypatch.setenv("PANOLAM_CUDA_RASTERIZER", "torch")
+    assert _resolve_backend("auto", cuda) == "torch" and _resolve_backend("torch", cuda) == "torch"
+    assert _resolve_backend("auto", cpu) == "cpu"  # CPU tensors keep the Numba kernels
+    assert _resolve_backend("gsplat", cuda) == "gsplat"  # an explicit backend wins
+    with pytest.raises(ValueError, match="needs CPU tensors"):
+        _resolve_backend("cpu", cuda)
+    monkeypatch.setenv("PANOLAM_CUDA_RASTERIZER", "opengl")
+    with pytest.raises(ValueError, match="PANOLAM_CUDA_RASTERIZER='opengl': choose gsplat or torch"):
+        _resolve_backend("auto", cuda)
 
 
 def test_large_gaussian_near_image_edge_matches_torch_backend():

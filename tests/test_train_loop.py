@@ -61,6 +61,18 @@ def test_time_limit_stops_with_a_checkpoint_and_resume_finishes(dataset, tmp_pat
         loop.train(_cfg(), dataset, str(run), time_limit_s=0, progress=False)
 
 
+def test_set_total_steps_replans_the_schedule(dataset, tmp_path):
+    cfg = get_config("tiny", ["data.views_per_step=2", "train.steps=100", "train.warmup_steps=1", "train.checkpoint_every=0"])
+    trainer = loop.Trainer(cfg, dataset, str(tmp_path / "replan"), progress=False)
+    trainer.fit(stop_after=1)
+    trainer.set_total_steps(3)
+    trainer.fit()
+    assert trainer.step == 3 and trainer.cfg.train.steps == 3
+    assert trainer.scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)  # decayed to zero at the new end
+    with pytest.raises(ValueError, match="past the current step 3"):
+        trainer.set_total_steps(2)
+
+
 def test_nan_loss_names_step_and_subjects(dataset, tmp_path, monkeypatch):
     trainer = loop.Trainer(_cfg(), dataset, str(tmp_path / "nan"), progress=False)
     real = trainer.loss_fn.forward

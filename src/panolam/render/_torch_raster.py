@@ -2,7 +2,7 @@
 
 Slower than the Numba kernels but needs nothing compiled, supports any float dtype and is
 differentiated by autograd, so it is the cross-check for the compiled path and the fallback
-where Numba cannot run; it also runs on CUDA tensors (``PANOLAM_RASTERIZER=torch``: training on a GPU
+where Numba cannot run; it also runs on CUDA tensors (``PANOLAM_CUDA_RASTERIZER=torch``: training on a GPU
 without gsplat's build). Gaussians are binned into 16×16 tiles by their opacity-aware box (as in
 the Numba path), tiles are sorted by how many Gaussians they hold and blended a chunk of tiles at
 a time as a dense (tiles × pixels × Gaussians) problem padded to the chunk's longest list.

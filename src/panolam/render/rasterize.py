@@ -5,7 +5,8 @@ accumulated alpha and expected depth, differentiable w.r.t. means, quats, scales
 colours. Backends: ``"gsplat"`` (CUDA, nerfstudio's gsplat 1.5), ``"cpu"`` (the project's Numba
 kernels: tile binning + per-pixel front-to-back blend, hand-written backward), ``"torch"``
 (pure PyTorch, autograd, any dtype and device) and ``"auto"`` (gsplat for CUDA tensors, otherwise ``"cpu"``,
-falling back to ``"torch"`` with a warning if Numba is unusable; ``PANOLAM_RASTERIZER`` replaces it). All follow gsplat's rules: EWA
+falling back to ``"torch"`` with a warning if Numba is unusable; ``PANOLAM_CUDA_RASTERIZER=torch`` makes it
+the torch backend for CUDA tensors). All follow gsplat's rules: EWA
 projection + 0.3 px² dilation without compensation, α = min(0.999, o·exp(-½dᵀΣ⁻¹d)), α < 1/255
 skipped, front-to-back by camera z of the mean, stop when T would fall to ≤ 1e-4, near plane 0.01,
 pixel centres at (i + 0.5, j + 0.5). The quaternion is normalised in the forward and gradients
@@ -28,7 +29,8 @@ from panolam.gaussians import Gaussians
 from panolam.geometry.cameras import Cameras
 
 BACKENDS = ("auto", "cpu", "torch", "gsplat")
-RASTERIZER_ENV = "PANOLAM_RASTERIZER"  # replaces "auto" when set (see _resolve_backend)
+CUDA_BACKENDS = ("gsplat", "torch")
+CUDA_RASTERIZER_ENV = "PANOLAM_CUDA_RASTERIZER"  # what "auto" means for CUDA tensors (default gsplat)
 DEPTH_EPS = 1e-10
 
 
@@ -81,16 +83,14 @@ def _rasterize_cpu(gaussians: Gaussians, cameras: Cameras, backend: str) -> tupl
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend for ``backend`` and the tensors' device; ``PANOLAM_RASTERIZER`` (cpu, torch or
-    gsplat) replaces "auto" everywhere (training losses, eval, previews), e.g. ``torch`` on a GPU where
-    gsplat is not built."""
-    if backend == "auto":
-        backend = os.environ.get(RASTERIZER_ENV, "").strip().lower() or "auto"
-        if backend not in BACKENDS:
-            raise ValueError(f"{RASTERIZER_ENV}={backend!r}: choose from {', '.join(BACKENDS[1:])} (or unset it for auto)")
+    """The concrete backend for ``backend`` and the tensors' device. For CUDA tensors "auto" is gsplat,
+    or what ``PANOLAM_CUDA_RASTERIZER`` names (``torch``: a GPU where gsplat is not built)."""
     if backend == "auto":
         if device.type == "cuda":
-            return "gsplat"
+            choice = os.environ.get(CUDA_RASTERIZER_ENV, "").strip().lower() or "gsplat"
+            if choice not in CUDA_BACKENDS:
+                raise ValueError(f"{CUDA_RASTERIZER_ENV}={choice!r}: choose {' or '.join(CUDA_BACKENDS)} (or unset it)")
+            return choice
         return "cpu" if _numba_usable() else "torch"
     if backend == "cpu" and device.type != "cpu":
         raise ValueError(f"backend='cpu' needs CPU tensors, got Gaussians on {device}; use backend='gsplat' or 'torch', or move them with .to('cpu')")

@@ -477,6 +477,14 @@ class Trainer:
 
     _clock = staticmethod(time.perf_counter)  # the time limit's clock (a test replaces it)
 
+    def set_total_steps(self, steps: int) -> None:
+        """Re-plan the run to end at ``steps``: the cosine schedule decays to 0 there from the current step's
+        position on (a wall-clock budget measured after a few steps, ``scripts/gpu_train.py``)."""
+        if steps <= self.step:
+            raise ValueError(f"total steps must be past the current step {self.step}, got {steps}")
+        self.cfg.train.steps = steps
+        self.scheduler.lr_lambdas[0] = lr_lambda(self.cfg.train.warmup_steps, steps)
+
     def _out_of_time(self, start: float, limit_s: float | None) -> bool:
         """Whether ``limit_s`` seconds have passed since ``start``: rank 0's clock decides for every process."""
         if limit_s is None:
