@@ -12,13 +12,15 @@
 #   here:  python scripts/gpu_train.py unpack FILES_AT runs/gpu_model   (then eval it on all 100 subjects)
 #
 # Knobs (environment): SYNTH_S (data time box, 150), SUBJECTS (train subjects planned, 3000), TRAIN_MIN (4),
-# EVAL_SUBJECTS (30), EVAL_S (110), BATCH (8), LR (1e-4), TRAINABLE (all). DRY=1 runs it on a CPU in tiny sizes.
+# EVAL_SUBJECTS (30), EVAL_S (110), BATCH (8), LR (1e-4), TRAINABLE (all), PRECISION (no = fp32: the training path
+# has never run under CUDA autocast; bf16 once it has). DRY=1 runs it on a CPU in tiny sizes.
 set -u
 OUT_DIR=${1:-gpu_train}
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/panolam_gpu_train}
 SYNTH_S=${SYNTH_S:-150} SUBJECTS=${SUBJECTS:-3000} TRAIN_MIN=${TRAIN_MIN:-4}
 EVAL_SUBJECTS=${EVAL_SUBJECTS:-30} EVAL_S=${EVAL_S:-110} BATCH=${BATCH:-8} LR=${LR:-1e-4} TRAINABLE=${TRAINABLE:-all}
+PRECISION=${PRECISION:-no}
 PROCS=${PROCS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}
 mkdir -p "$OUT_DIR" "$WORK"
 LOG="$OUT_DIR/gpu_train.log"
@@ -52,11 +54,12 @@ wait
 say "data: $("$PY" -m panolam.cli data info "$WORK/train" 2>&1 | grep -m1 "^  train:") | test: $("$PY" -m panolam.cli data info "$WORK/test" 2>&1 | grep -m1 "^  test:")"
 
 # 2. Training: the schedule is planned to end with the budget (scripts/gpu_train.py).
-say "train: $TRAIN_MIN min, trainable=$TRAINABLE, batch $BATCH, lr $LR"
+say "train: $TRAIN_MIN min, trainable=$TRAINABLE, batch $BATCH, lr $LR, mixed precision $PRECISION"
 timeout $(( ${TRAIN_MIN%.*} * 60 + 120 )) "$PY" scripts/gpu_train.py train --data "$WORK/train" --out "$WORK/run" --minutes "$TRAIN_MIN" \
   --set train.init_weights=$SHIPPED --set train.trainable="$TRAINABLE" --set train.lr="$LR" --set train.warmup_steps=30 \
   --set train.batch_size="$BATCH" --set train.render_size=128 --set train.lpips_net=alex --set data.input_max_angle=90 \
   --set data.num_workers=$([ "$DEVICE" = cuda ] && echo 6 || echo 0) --set train.checkpoint_every=0 --set train.sample_every=0 \
+  --set train.mixed_precision="$PRECISION" \
   2>&1 | grep -v "^\s*$" | tail -n 20 | tee -a "$LOG"
 
 # 3. Scores, trained and shipped, side by side on the same subjects (two processes).
