@@ -474,12 +474,12 @@ class Trainer:
             self.writer.flush()
         return last
 
-
     _clock = staticmethod(time.perf_counter)  # the time limit's clock (a test replaces it)
 
     def set_total_steps(self, steps: int) -> None:
         """Re-plan the run to end at ``steps``: the cosine schedule decays to 0 there from the current step's
-        position on (a wall-clock budget measured after a few steps, ``scripts/gpu_train.py``)."""
+        position on (a wall-clock budget measured after a few steps, ``scripts/gpu_train.py``). It is not part
+        of the resumable state: ``--resume`` plans from the ``train.steps`` it is given."""
         if steps <= self.step:
             raise ValueError(f"total steps must be past the current step {self.step}, got {steps}")
         self.cfg.train.steps = steps
