@@ -64,7 +64,8 @@ def test_time_limit_stops_with_a_checkpoint_and_resume_finishes(dataset, tmp_pat
 def test_set_total_steps_replans_the_schedule(dataset, tmp_path):
     cfg = get_config("tiny", ["data.views_per_step=2", "train.steps=100", "train.warmup_steps=1", "train.checkpoint_every=0"])
     trainer = loop.Trainer(cfg, dataset, str(tmp_path / "replan"), progress=False)
-    trainer.fit(stop_after=1)
+    trainer.fit(stop_after=1, save_at_end=False)
+    assert not (tmp_path / "replan" / "checkpoints" / "latest").exists()  # the timed call wrote no checkpoint
     trainer.set_total_steps(3)
     trainer.fit()
     assert trainer.step == 3 and trainer.cfg.train.steps == 3

@@ -437,10 +437,11 @@ class Trainer:
         if t.sample_every > 0 and self.step % t.sample_every == 0 and result.renders:
             self.writer.add_image("samples/target_dense_coarse_triplane", sample_grid(result, batch, t.render_size), self.step)
 
-    def fit(self, stop_after: int | None = None, time_limit_s: float | None = None) -> dict[str, float]:
+    def fit(self, stop_after: int | None = None, time_limit_s: float | None = None, save_at_end: bool = True) -> dict[str, float]:
         """Train to ``train.steps``; ``stop_after`` ends (with a checkpoint) after that many steps of this call,
         ``time_limit_s`` before the first step that would start that many seconds after the call began (all
-        processes stop at the same step)."""
+        processes stop at the same step). ``save_at_end=False`` skips the closing checkpoint (a call whose
+        steps are being timed, ``scripts/gpu_train.py``); Ctrl-C and ``checkpoint_every`` still save."""
         from tqdm.auto import tqdm
 
         t = self.cfg.train
@@ -469,7 +470,8 @@ class Trainer:
                 self.save()
             raise
         bar.close()
-        self.save()
+        if save_at_end:
+            self.save()
         if self.writer is not None:
             self.writer.flush()
         return last
