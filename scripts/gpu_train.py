@@ -84,25 +84,22 @@ def unpack(pack_dir: Path, model_dir: Path) -> Path:
     paths = sorted(pack_dir.glob("model-*.safetensors"))
     if not paths:
         raise SystemExit(f"{pack_dir}: no model-NN.safetensors pieces (made by `gpu_train.py pack`)")
+    from safetensors import safe_open
+
     state: dict[str, torch.Tensor] = {}
     for p in paths:
-        piece = load_file(str(p))
-        expected = _metadata(p).get("pieces")
-        if expected is not None and int(expected) != len(paths):
-            raise SystemExit(f"{pack_dir}: {len(paths)} pieces found, {p.name} says there are {expected}")
-        state.update({k: v.float() if v.is_floating_point() else v for k, v in piece.items()})
+        with safe_open(str(p), framework="pt") as f:  # header and tensors from one open
+            expected = (f.metadata() or {}).get("pieces")
+            if expected is not None and int(expected) != len(paths):
+                raise SystemExit(f"{pack_dir}: {len(paths)} pieces found, {p.name} says there are {expected}")
+            for k in f.keys():
+                v = f.get_tensor(k)
+                state[k] = v.float() if v.is_floating_point() else v
     model_dir.mkdir(parents=True, exist_ok=True)
     save_file(state, str(model_dir / MODEL_FILE))
     shutil.copyfile(pack_dir / CONFIG_FILE, model_dir / CONFIG_FILE)
     load_model(model_dir, device="cpu")  # fails loudly on a missing or misshapen tensor
     return model_dir
-
-
-def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
 
 
 def main(argv: list[str] | None = None) -> int:
