@@ -1,10 +1,13 @@
-"""Benchmark the CPU rasteriser (Numba kernels) against the pure-PyTorch backend.
+"""Benchmark the CPU rasteriser (Numba kernels) against the pure-PyTorch backend and against its own
+exact float64 kernels.
 
 Scenes: N Gaussians spread over a head-sized shell (radius 0.3–0.45 around the origin, the
 project's world frame), scales 0.005–0.02 (log-uniform), opacities 0.05–0.99, seen by one EG3D
 camera (radius 2.7, FOV 18.837°, via ``Cameras.orbit``) at 256² and 512². Times are the median of
 a few runs after a warm-up run (which also triggers/loads the Numba JIT cache); "fwd" runs under
-``torch.no_grad``, "fwd+bwd" backpropagates a loss on rgb, alpha and depth. Peak extra memory is
+``torch.no_grad``, "fwd+bwd" backpropagates a loss on rgb, alpha and depth. Float32 scenes (every
+render of the app, refinement and training) run the vectorised row kernels; the "exact fp64" columns
+render the same scene in float64, which runs the exact per-pixel kernels. Peak extra memory is
 the peak of the process RSS (psutil, sampled every 2 ms by a thread) minus the RSS before the
 call, so it sees Numba and torch allocations alike; the script re-executes itself with glibc's
 ``MALLOC_MMAP_THRESHOLD_`` fixed at 128 KiB so large freed buffers leave the RSS and every run's
@@ -105,9 +108,10 @@ def benchmark(counts, sizes, runs: int, torch_runs: int) -> list[dict]:
         for n in counts:
             scene = head_scene(n)
             row = {"n": n, "size": size}
-            for backend, reps in (("cpu", runs), ("torch", torch_runs)):
-                row[f"{backend}_fwd"], _ = measure(scene, cams, backend, False, reps)
-                row[f"{backend}_fb"], row[f"{backend}_mb"] = measure(scene, cams, backend, True, reps)
+            for name, backend, reps, g in (("cpu", "cpu", runs, scene), ("exact", "cpu", runs, scene.to("cpu", torch.float64)),
+                                           ("torch", "torch", torch_runs, scene)):
+                row[f"{name}_fwd"], _ = measure(g, cams, backend, False, reps)
+                row[f"{name}_fb"], row[f"{name}_mb"] = measure(g, cams, backend, True, reps)
             rows.append(row)
             print(f"done N={n} size={size}: {row}", flush=True)
     return rows
@@ -115,21 +119,25 @@ def benchmark(counts, sizes, runs: int, torch_runs: int) -> list[dict]:
 
 def markdown(rows: list[dict], runs: int) -> str:
     lines = [
-        f"CPU rasteriser (`backend=\"cpu\"`, Numba) vs pure PyTorch (`backend=\"torch\"`); "
+        f"CPU rasteriser (`backend=\"cpu\"`, Numba; float32 scene: vectorised row kernels) vs the same backend on the "
+        f"scene in float64 (exact per-pixel kernels) and vs pure PyTorch (`backend=\"torch\"`); "
         f"{psutil.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads; median of {runs} runs after a warm-up; 1 camera, background 1.0; "
         f"1-min load average {os.getloadavg()[0]:.1f} when the table was printed. "
         "Peak = peak process RSS growth during fwd+bwd (psutil sampling). A load average above ~1 means other "
         "jobs shared the machine and the timings are inflated.",
         "",
-        "| N | image | cpu fwd (s) | cpu fwd+bwd (s) | cpu peak (MB) | torch fwd (s) | torch fwd+bwd (s) | torch peak (MB) | speed-up fwd | speed-up fwd+bwd |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| N | image | cpu fwd (s) | cpu fwd+bwd (s) | cpu peak (MB) | exact fp64 fwd (s) | exact fp64 fwd+bwd (s) "
+        "| torch fwd (s) | torch fwd+bwd (s) | torch peak (MB) | vs fp64 fwd / fwd+bwd | vs torch fwd / fwd+bwd |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']:,} | {r['size']}² | {r['cpu_fwd']:.3f} | {r['cpu_fb']:.3f} | {r['cpu_mb']:.0f} | "
+            f"{r['exact_fwd']:.3f} | {r['exact_fb']:.3f} | "
             f"{r['torch_fwd']:.3f} | {r['torch_fb']:.3f} | {r['torch_mb']:.0f} | "
-            f"{r['torch_fwd'] / r['cpu_fwd']:.1f}× | {r['torch_fb'] / r['cpu_fb']:.1f}× |"
+            f"{r['exact_fwd'] / r['cpu_fwd']:.1f}× / {r['exact_fb'] / r['cpu_fb']:.1f}× | "
+            f"{r['torch_fwd'] / r['cpu_fwd']:.1f}× / {r['torch_fb'] / r['cpu_fb']:.1f}× |"
         )
     return "\n".join(lines)
 

@@ -31,7 +31,8 @@ def test_write_section_replaces_only_its_markers(tmp_path):
 
 
 def test_markdown_table_has_ratios():
-    row = {"n": 10000, "size": 512, "cpu_fwd": 0.1, "cpu_fb": 0.5, "cpu_mb": 30.0, "torch_fwd": 1.0, "torch_fb": 3.0, "torch_mb": 300.0}
+    row = {"n": 10000, "size": 512, "cpu_fwd": 0.1, "cpu_fb": 0.5, "cpu_mb": 30.0, "exact_fwd": 0.25, "exact_fb": 1.5, "exact_mb": 40.0,
+           "torch_fwd": 1.0, "torch_fb": 3.0, "torch_mb": 300.0}
     table = load_benchmark("rasterizer").markdown([row], runs=3)
-    assert "| 10,000 | 512² | 0.100 | 0.500 | 30 | 1.000 | 3.000 | 300 | 10.0× | 6.0× |" in table
+    assert "| 10,000 | 512² | 0.100 | 0.500 | 30 | 0.250 | 1.500 | 1.000 | 3.000 | 300 | 2.5× / 3.0× | 10.0× / 6.0× |" in table
     assert "load average" in table
