@@ -292,7 +292,8 @@ def _reduce_rows(rows, offsets, ids, C, n, tiles_per_cam):
 # the same per-pixel rule, but a Gaussian is applied to a whole 16-pixel tile row at once, written
 # branch-free (masks and selects) so that LLVM turns each row into one AVX-512 vector (two AVX2 ones)
 # instead of visiting pixels one by one; exp() is a polynomial because libm's does not vectorise.
-# Measured on a 24-frame 256² turntable of a 12,000-Gaussian head: 0.60 s -> 0.21 s forward (2 cores).
+# A 24-frame 256² turntable of a 12,000-Gaussian head, 2 cores: forward 0.58–0.92 s -> 0.24–0.25 s, backward
+# 1.34–1.54 s -> 0.45–0.48 s (BENCHMARKS.md, session of 2026-12-07 (10)).
 _F32 = np.float32
 _FAST = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: masked lanes may hold inf and must stay selectable
 _HALF, _ONE, _ZERO = _F32(0.5), _F32(1.0), _F32(0.0)
@@ -333,8 +334,9 @@ def _gather32(c, ids, start, end, means2d, conics, opac, feats):
 
 @njit(cache=True, fastmath=_FAST)
 def _forward_tile32(t, offsets, ids, means2d, conics, opac, feats, width, height, out, t_final, last):
-    """:func:`_forward_tile` in float32 for RGB + depth features (4), one 16-lane row at a time. ``live`` is 1 for pixels inside the image
-    that have not reached the transmittance stop; rows with none left are skipped, like the tile itself."""
+    """:func:`_forward_tile` in float32 for RGB + depth features (4), one 16-lane row at a time. ``live`` is 1
+    for pixels inside the image that have not reached the transmittance stop; rows with none left are
+    skipped, like the tile itself."""
     c, y0, x0, y1, x1 = _tile_bounds(t, width, height, TILE)
     start, end = offsets[t], offsets[t + 1]
     if end == start:
@@ -451,7 +453,8 @@ def _backward_tile32(t, offsets, ids, means2d, conics, opac, feats, width, heigh
                 wl = alpha * T if ok else _ZERO
                 gf0, gf1, gf2, gf3 = g_f[0, ly, lx], g_f[1, ly, lx], g_f[2, ly, lx], g_f[3, ly, lx]
                 # dL/dα: own features minus what α hides behind it, plus the silhouette term
-                d_alpha = (g_sil[ly, lx] * inv + gf0 * (f0 * T - behind[0, ly, lx] * inv) + gf1 * (f1 * T - behind[1, ly, lx] * inv)
+                d_alpha = (g_sil[ly, lx] * inv
+                           + gf0 * (f0 * T - behind[0, ly, lx] * inv) + gf1 * (f1 * T - behind[1, ly, lx] * inv)
                            + gf2 * (f2 * T - behind[2, ly, lx] * inv) + gf3 * (f3 * T - behind[3, ly, lx] * inv))
                 behind[0, ly, lx] += f0 * wl
                 behind[1, ly, lx] += f1 * wl
