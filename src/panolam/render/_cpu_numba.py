@@ -74,11 +74,12 @@ def _bin_gaussians(means2d, radii, order, n_valid, width, height, tile):
 
 
 @njit(cache=True, inline="always")
-def _gather(c, ids, start, end, means2d, conics, opac, feats):
-    """Copy one tile's Gaussians into a contiguous (n, 11) block: mx my a b c o log(255·o) f0..f3."""
+def _gather(c, ids, start, end, means2d, conics, opac, feats, dtype):
+    """Copy one tile's Gaussians into a contiguous (n, 11) block of ``dtype`` (the kernel's float type):
+    mx my a b c o log(255·o) f0..f3."""
     n = end - start
     nf = feats.shape[2]
-    buf = np.empty((n, 7 + nf))
+    buf = np.empty((n, 7 + nf), dtype)
     for j in range(n):
         g = ids[start + j]
         buf[j, 0], buf[j, 1] = means2d[c, g, 0], means2d[c, g, 1]
@@ -138,7 +139,7 @@ def _forward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height, 
     start, end = offsets[t], offsets[t + 1]
     if end == start:
         return
-    buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
+    buf = _gather(c, ids, start, end, means2d, conics, opac, feats, np.float64)
     trans = np.ones((tile, tile))
     acc = np.zeros((tile, tile, nf))
     done = np.zeros((tile, tile), np.bool_)
@@ -210,7 +211,7 @@ def _backward_tile(t, offsets, ids, means2d, conics, opac, feats, width, height,
     start, end = offsets[t], offsets[t + 1]
     if end == start:
         return
-    buf = _gather(c, ids, start, end, means2d, conics, opac, feats)
+    buf = _gather(c, ids, start, end, means2d, conics, opac, feats, np.float64)
     trans = np.empty((tile, tile))
     for py in range(y0, y1):
         for px in range(x0, x1):
@@ -315,23 +316,6 @@ def _exp_neg32(s):
     return p * p
 
 
-@njit(cache=True, inline="always")
-def _gather32(c, ids, start, end, means2d, conics, opac, feats):
-    """:func:`_gather` into float32 (the log term in float64 first, as in the reference)."""
-    n = end - start
-    nf = feats.shape[2]
-    buf = np.empty((n, 7 + nf), _F32)
-    for j in range(n):
-        g = ids[start + j]
-        buf[j, 0], buf[j, 1] = means2d[c, g, 0], means2d[c, g, 1]
-        buf[j, 2], buf[j, 3], buf[j, 4] = conics[c, g, 0], conics[c, g, 1], conics[c, g, 2]
-        buf[j, 5] = opac[c, g]
-        buf[j, 6] = math.log(float(opac[c, g]) / ALPHA_THRESHOLD) if opac[c, g] > 0 else -1.0
-        for f in range(nf):
-            buf[j, 7 + f] = feats[c, g, f]
-    return buf
-
-
 @njit(cache=True, fastmath=_FAST)
 def _forward_tile32(t, offsets, ids, means2d, conics, opac, feats, width, height, out, t_final, last):
     """:func:`_forward_tile` in float32 for RGB + depth features (4), one 16-lane row at a time. ``live`` is 1
@@ -341,7 +325,7 @@ def _forward_tile32(t, offsets, ids, means2d, conics, opac, feats, width, height
     start, end = offsets[t], offsets[t + 1]
     if end == start:
         return
-    buf = _gather32(c, ids, start, end, means2d, conics, opac, feats)
+    buf = _gather(c, ids, start, end, means2d, conics, opac, feats, _F32)
     trans = np.ones((TILE, TILE), _F32)
     acc = np.zeros((4, TILE, TILE), _F32)
     live = np.zeros((TILE, TILE), _F32)
@@ -407,7 +391,7 @@ def _backward_tile32(t, offsets, ids, means2d, conics, opac, feats, width, heigh
     start, end = offsets[t], offsets[t + 1]
     if end == start:
         return
-    buf = _gather32(c, ids, start, end, means2d, conics, opac, feats)
+    buf = _gather(c, ids, start, end, means2d, conics, opac, feats, _F32)
     trans = np.ones((TILE, TILE), _F32)
     stop = np.zeros((TILE, TILE), np.int64)  # 0 outside the image: nothing was blended there
     g_sil = np.zeros((TILE, TILE), _F32)
@@ -567,7 +551,7 @@ class _BlendFunction(torch.autograd.Function):
         exact = means2d.dtype == torch.float64 or feats.shape[-1] != 4
         np_dtype = np.float64 if exact else np.float32
         m2, co, op, fe = (_np(x, np_dtype) for x in (means2d, conics, opac, feats))
-        offsets, ids = _bin_gaussians(_np(means2d, np.float64), radii, order, n_valid, width, height, TILE)
+        offsets, ids = _bin_gaussians(m2 if exact else _np(means2d, np.float64), radii, order, n_valid, width, height, TILE)
         if exact:
             out, t_final, last = _kernels()[0](offsets, ids, m2, co, op, fe, width, height, TILE)
         else:
