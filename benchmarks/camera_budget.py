@@ -48,9 +48,11 @@ def variant_camera(name: str, est: dict[str, torch.Tensor], true: dict[str, torc
     return InputCamera.from_pose(src[0]["yaw"], src[1]["pitch"], log_magnification=src[2]["mag"])
 
 
-def scaled_truth_psnr(generator, subject, factor: float, cams, background: torch.Tensor) -> np.ndarray | None:
+def scaled_truth_psnr(generator, subject, factor: float, cams, background: torch.Tensor,
+                      truth: torch.Tensor | None = None) -> np.ndarray | None:
     """Per-view PSNR of the subject's own Gaussians scaled by ``factor`` about the origin against the
-    unscaled subject, both rendered at ``cams``; None when the generator's scene is not Gaussians."""
+    unscaled subject (``truth``, rendered here unless given), both at ``cams``; None when the generator's scene is
+    not Gaussians."""
     from panolam.eval.evaluate import PSNR_CAP, _generator_render
     from panolam.eval.metrics import psnr
     from panolam.gaussians import Gaussians
@@ -59,7 +61,7 @@ def scaled_truth_psnr(generator, subject, factor: float, cams, background: torch
     if not isinstance(g, Gaussians):
         return None
     scaled = dataclasses.replace(subject, payload=dataclasses.replace(g, means=g.means * factor, scales=g.scales * factor))
-    truth = _generator_render(generator, subject, cams, background)
+    truth = _generator_render(generator, subject, cams, background) if truth is None else truth
     return psnr(_generator_render(generator, scaled, cams, background), truth).clamp(max=PSNR_CAP).numpy()
 
 
@@ -109,7 +111,7 @@ def measure(data: str, checkpoint: str | None, limit: int, size: int = 128, gene
                 scores[name].append(psnr(pred, gt).clamp(max=PSNR_CAP).numpy())
         # The estimate's head is larger than the truth by exp(true - estimated log magnification).
         scaled = scaled_truth_psnr(gen, gen.subject(int(sample["meta"]["seed"])),
-                                   float(torch.exp(true["mag"] - est["mag"])), cams, background)
+                                   float(torch.exp(true["mag"] - est["mag"])), cams, background, truth=gt)
         if scaled is not None:
             scores[SCALED_TRUTH].append(scaled)
     err = np.abs(np.asarray(errors))
