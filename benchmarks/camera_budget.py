@@ -79,7 +79,7 @@ def measure(data: str, checkpoint: str | None, limit: int, size: int = 128, gene
     if not rec.model_cfg.pixel_aligned:
         raise SystemExit(f"{rec.checkpoint}: this network samples no camera (model.pixel_aligned is off)")
     scores: dict[str, list[np.ndarray]] = {name: [] for name, _ in VARIANTS}
-    scores[SCALED_TRUTH] = []
+    scores["scaled_truth"] = []
     errors = []
     for sid in eval_subjects(data, limit=limit):
         sample = load_subject(data, sid)
@@ -113,11 +113,11 @@ def measure(data: str, checkpoint: str | None, limit: int, size: int = 128, gene
         scaled = scaled_truth_psnr(gen, gen.subject(int(sample["meta"]["seed"])),
                                    float(torch.exp(true["mag"] - est["mag"])), cams, background, truth=gt)
         if scaled is not None:
-            scores[SCALED_TRUTH].append(scaled)
+            scores["scaled_truth"].append(scaled)
     err = np.abs(np.asarray(errors))
     rows = [{"variant": key, "label": label, **_summary(scores[key], EVAL_VIEWS)} for key, label in VARIANTS]
-    if scores[SCALED_TRUTH]:
-        rows.append({"variant": "scaled_truth", "label": SCALED_TRUTH, **_summary(scores[SCALED_TRUTH], EVAL_VIEWS)})
+    if scores["scaled_truth"]:
+        rows.append({"variant": "scaled_truth", "label": SCALED_TRUTH, **_summary(scores["scaled_truth"], EVAL_VIEWS)})
     return {"checkpoint": str(rec.checkpoint), "subjects": len(errors), "size": size, "rows": rows,
             "median_abs_error": {"yaw_deg": float(np.median(err[:, 0])), "pitch_deg": float(np.median(err[:, 1])),
                                  "magnification_pct": float(np.median(100 * np.expm1(err[:, 2])))}}
